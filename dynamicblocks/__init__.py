@@ -1,0 +1,37 @@
+"""dynamicblocks: residual blocks read as discretized ODEs, for PyTorch."""
+
+from .activations import make_activation
+from .block import DynamicBlock
+from .connective import ConnectiveUnit
+from .grid import as_grid, refine_grid, step_sizes, uniform_grid
+from .layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
+from .models import preact_resnet, rknet, rknet_from_original
+from .network import DynamicNet, Stage
+from .norms import TvNorm, make_norm
+from .tableaus import TABLEAUS, ButcherTableau, get_tableau
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ButcherTableau",
+    "ConnectiveUnit",
+    "DoubleLayer",
+    "DoubleSymLayer",
+    "DynamicBlock",
+    "DynamicNet",
+    "MLP",
+    "PreactDoubleLayer",
+    "Stage",
+    "TABLEAUS",
+    "TvNorm",
+    "as_grid",
+    "get_tableau",
+    "make_activation",
+    "make_norm",
+    "preact_resnet",
+    "refine_grid",
+    "rknet",
+    "rknet_from_original",
+    "step_sizes",
+    "uniform_grid",
+]

@@ -1,0 +1,194 @@
+"""Preset networks, each a few lines over :class:`~dynamicblocks.DynamicNet`."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from functools import partial
+
+import torch
+from torch import nn
+
+from .grid import GridLike, as_grid
+from .init import clamped_xavier_normal_
+from .layers import DoubleSymLayer, PreactDoubleLayer
+from .network import DynamicNet, Stage
+
+__all__ = ["rknet", "rknet_from_original", "preact_resnet"]
+
+_RKNET_T = (0.0, 1.0, 2.0, 3.0, 4.0)
+
+
+def rknet(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] = (16, 32, 64, 64),
+    t: GridLike = _RKNET_T,
+    t_theta: GridLike | None = None,
+) -> DynamicNet:
+    """The original DynamicBlocks network for CIFAR-10 (Onken et al., 2019).
+
+    Widths 16-32-64-64; three RK4 blocks on ``t = t_theta = [0, 1, 2, 3, 4]``
+    with linearly interpolated weights; DoubleSymLayer with TvNorm (eps 1e-4)
+    and ReLU; 1x1 connective convolutions with BatchNorm (eps 1e-4) and ReLU,
+    average pooling by 2 between stages; the original's clamped Xavier-normal
+    initialisation with zero biases. 251,866 trainable parameters for
+    CIFAR-10.
+
+    Args:
+        num_classes: number of classes.
+        in_channels: channels of the input images.
+        widths: channels of the blocks, then the channels after the last
+            connective unit (``len(widths) - 1`` stages).
+        t: the state grid of every block.
+        t_theta: the control times of every block (default: ``t``).
+    """
+    widths = tuple(widths)
+    if len(widths) < 2:
+        raise ValueError(f"widths must have at least two entries, got {widths!r}")
+    t_theta = t if t_theta is None else t_theta
+    stages = [
+        Stage(
+            width=width,
+            out_channels=out,
+            layer=partial(DoubleSymLayer, norm="tv", act="relu"),
+            t=t,
+            scheme="rk4",
+            t_theta=t_theta,
+            interpolation="linear",
+            pool="avg" if i < len(widths) - 2 else None,
+        )
+        for i, (width, out) in enumerate(zip(widths, widths[1:]))
+    ]
+    batch_norm = partial(nn.BatchNorm2d, eps=1e-4)
+    net = DynamicNet(stages, in_channels, num_classes, norm=batch_norm, act="relu")
+    for module in [net.opening.conv, *(c.conv for c in net.connectives), net.classifier]:
+        clamped_xavier_normal_(module.weight)
+        nn.init.zeros_(module.bias)
+    return net
+
+
+def preact_resnet(
+    depth: int, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64)
+) -> DynamicNet:
+    """A pre-activation ResNet (He et al., 2016) for CIFAR as three dynamic blocks.
+
+    Each stage is a forward-Euler block with ``h = 1`` and one control per step
+    over ``n = (depth - 2) / 6`` steps of :class:`PreactDoubleLayer` (BatchNorm,
+    ReLU, 3x3 convolutions): exactly ``n`` pre-activation residual units
+    ``x = x + f_k(x)``. Stages are joined by 1x1 connective units
+    (conv -> BatchNorm -> ReLU -> average pool by 2; the last one does not
+    pool), after a 3x3 opening conv -> BatchNorm -> ReLU.
+
+    Args:
+        depth: ``6 n + 2`` for ``n >= 1`` (20, 32, 44, 56, 110, ...).
+        num_classes: number of classes.
+        in_channels: channels of the input images.
+        widths: channels of the three stages.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {depth!r}")
+    steps = (depth - 2) // 6
+    widths = tuple(widths)
+    t = tuple(float(k) for k in range(steps + 1))
+    outs = widths[1:] + widths[-1:]
+    stages = [
+        Stage(width, out, PreactDoubleLayer, t, pool="avg" if i < len(widths) - 1 else None)
+        for i, (width, out) in enumerate(zip(widths, outs))
+    ]
+    return DynamicNet(stages, in_channels, num_classes)
+
+
+_ORIGINAL_KEYS = [
+    (r"open\.conv\.(weight|bias)", r"opening.conv.\1"),
+    (r"open\.normLayer\.(.+)", r"opening.norm.\1"),
+    (r"dynamicBlocks\.(\d+)\.controlLayers\.(\d+)\.weight", r"blocks.\1.layers.\2.weight"),
+    (r"dynamicBlocks\.(\d+)\.controlLayers\.(\d+)\.conv\.bias", r"blocks.\1.layers.\2.bias"),
+    (
+        r"dynamicBlocks\.(\d+)\.controlLayers\.(\d+)\.convt\.bias",
+        r"blocks.\1.layers.\2.bias_transpose",
+    ),
+    (
+        r"dynamicBlocks\.(\d+)\.controlLayers\.(\d+)\.normLayer\.bias",
+        r"blocks.\1.layers.\2.norm.bias",
+    ),
+    (r"connectors\.(\d+)\.conv\.(weight|bias)", r"connectives.\1.conv.\2"),
+    (r"connectors\.(\d+)\.normLayer\.(.+)", r"connectives.\1.norm.\2"),
+    (r"linear\.(weight|bias)", r"classifier.\1"),
+]
+# Entries of the original that carry no information of their own: the conv and
+# transposed conv alias the layer's shared weight; TvNorm's scale is a buffer of ones.
+_ORIGINAL_ALIASES = re.compile(
+    r"dynamicBlocks\.\d+\.controlLayers\.\d+\.(conv\.weight|convt\.weight|normLayer\.weight)"
+)
+
+
+def rknet_from_original(
+    state_dict: Mapping[str, torch.Tensor],
+    t: GridLike = _RKNET_T,
+    t_theta: GridLike | None = None,
+) -> DynamicNet:
+    """Build :func:`rknet` holding the weights of an original DynamicBlocks ``RKNet``.
+
+    ``state_dict`` is ``RKNet.state_dict()`` from the EmoryMLIP/DynamicBlocks
+    code (keys ``open.*``, ``dynamicBlocks.*.controlLayers.*``,
+    ``connectors.*``, ``linear.*``). Widths and the class count are read from
+    the tensors' shapes; pass the grids the original network used if they were
+    not the default ``[0, 1, 2, 3, 4]``. The returned network computes the same
+    function as the original.
+
+    Raises:
+        ValueError: for a key the original network does not have, or an alias
+            entry that disagrees with the weight it should alias.
+    """
+    converted = {}
+    for key, value in state_dict.items():
+        if _ORIGINAL_ALIASES.fullmatch(key):
+            continue
+        for pattern, replacement in _ORIGINAL_KEYS:
+            if re.fullmatch(pattern, key):
+                converted[re.sub(pattern, replacement, key)] = value
+                break
+        else:
+            raise ValueError(f"state_dict has key {key!r}, which an original RKNet does not have")
+    for key, value in state_dict.items():
+        match = _ORIGINAL_ALIASES.fullmatch(key)
+        if match is None:
+            continue
+        prefix = key[: -len(match.group(1))]
+        expected = (
+            torch.ones_like(value)
+            if match.group(1) == "normLayer.weight"
+            else state_dict[prefix + "weight"]
+        )
+        if not torch.equal(value, expected):
+            raise ValueError(
+                f"state_dict[{key!r}] should be "
+                + (
+                    "all ones"
+                    if match.group(1) == "normLayer.weight"
+                    else f"equal to {prefix}weight"
+                )
+            )
+    required = ("opening.conv.weight", "blocks.0.layers.0.weight", "classifier.weight")
+    missing = [key for key in required if key not in converted]
+    if missing:
+        raise ValueError(
+            f"state_dict is not an original RKNet's: it lacks the entries for {missing} "
+            "(original keys open.conv.weight, dynamicBlocks.0.controlLayers.0.weight, "
+            "linear.weight)"
+        )
+    num_blocks = 1 + max(int(k.split(".")[1]) for k in converted if k.startswith("blocks."))
+    widths = [converted[f"blocks.{b}.layers.0.weight"].shape[1] for b in range(num_blocks)]
+    widths.append(converted["classifier.weight"].shape[1])
+    net = rknet(
+        num_classes=converted["classifier.weight"].shape[0],
+        in_channels=converted["opening.conv.weight"].shape[1],
+        widths=widths,
+        t=as_grid(t),
+        t_theta=t_theta,
+    )
+    # Match the checkpoint's precision before copying, so float64 weights stay exact.
+    net.to(converted["classifier.weight"].dtype)
+    net.load_state_dict(converted)
+    return net
