@@ -105,7 +105,7 @@ class DynamicBlock(nn.Module):
         tableau = self._tableau
         slots: dict[StageControl, int] = {}
         steps = []
-        for (t_k, t_next), stage_controls in zip(zip(self._t, self._t[1:]), controls, strict=False):
+        for (t_k, t_next), stage_controls in zip(zip(self._t, self._t[1:]), controls):
             h = t_next - t_k
             stages = []
             for i, control in enumerate(stage_controls):

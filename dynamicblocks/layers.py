@@ -30,8 +30,8 @@ class DoubleLayer(nn.Module):
         channels: channels ``C`` of the state ``(N, C, H, W)``.
         width: channels between the two convolutions (default ``channels``).
         kernel_size: odd kernel size of both convolutions.
-        norm: normalisation after each convolution (``"batch"``, ``"tv"``,
-            ``None`` or a factory).
+        norm: normalisation ``N1``, ``N2`` (``"batch"``, ``"tv"``, ``None`` or
+            a factory).
         act: activation (name, module or factory).
         bias: convolution biases; ``None`` means "only when ``norm`` is None".
     """
@@ -50,11 +50,17 @@ class DoubleLayer(nn.Module):
         width = positive_int("width", width if width is not None else channels)
         odd_kernel(kernel_size)
         bias = norm is None if bias is None else bias
+        norm1_channels, norm2_channels = self._norm_channels(channels, width)
         self.conv1 = _conv(channels, width, kernel_size, bias)
-        self.norm1 = make_norm(norm, width)
+        self.norm1 = make_norm(norm, norm1_channels)
         self.conv2 = _conv(width, channels, kernel_size, bias)
-        self.norm2 = make_norm(norm, channels)
+        self.norm2 = make_norm(norm, norm2_channels)
         self.act = make_activation(act)
+
+    @staticmethod
+    def _norm_channels(channels: int, width: int) -> tuple[int, int]:
+        """Channels seen by ``N1`` and ``N2``: each follows a convolution."""
+        return width, channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W) -> (N, C, H, W)``."""
@@ -62,40 +68,18 @@ class DoubleLayer(nn.Module):
         return self.act(self.norm2(self.conv2(z)))
 
 
-class PreactDoubleLayer(nn.Module):
+class PreactDoubleLayer(DoubleLayer):
     """Pre-activation ``f(x) = K2 act(N2(K1 act(N1 x)))`` (He et al., 2016).
 
     With Euler steps of size 1 and one weight set per step, a dynamic block of
-    these layers is a stack of pre-activation residual units.
-
-    Args:
-        channels: channels ``C`` of the state ``(N, C, H, W)``.
-        width: channels between the two convolutions (default ``channels``).
-        kernel_size: odd kernel size of both convolutions.
-        norm: normalisation before each activation.
-        act: activation (name, module or factory).
-        bias: convolution biases; ``None`` means "only when ``norm`` is None".
+    these layers is a stack of pre-activation residual units. Arguments as for
+    :class:`DoubleLayer`; here each norm precedes a convolution.
     """
 
-    def __init__(
-        self,
-        channels: int,
-        width: int | None = None,
-        kernel_size: int = 3,
-        norm: NormLike = "batch",
-        act: ActLike = "relu",
-        bias: bool | None = None,
-    ) -> None:
-        super().__init__()
-        channels = positive_int("channels", channels)
-        width = positive_int("width", width if width is not None else channels)
-        odd_kernel(kernel_size)
-        bias = norm is None if bias is None else bias
-        self.norm1 = make_norm(norm, channels)
-        self.conv1 = _conv(channels, width, kernel_size, bias)
-        self.norm2 = make_norm(norm, width)
-        self.conv2 = _conv(width, channels, kernel_size, bias)
-        self.act = make_activation(act)
+    @staticmethod
+    def _norm_channels(channels: int, width: int) -> tuple[int, int]:
+        """Channels seen by ``N1`` and ``N2``: each precedes a convolution."""
+        return channels, width
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W) -> (N, C, H, W)``."""
