@@ -22,7 +22,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import math
-import numbers
 import os
 import pickle
 import shutil
@@ -39,7 +38,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ._validate import positive_int
+from ._validate import int_in_range, positive_int
 
 __all__ = [
     "ARCHIVE_MD5",
@@ -412,7 +411,7 @@ def crop_flip(
     Returns:
         a tensor shaped and typed like ``images``.
     """
-    padding = _int_in("padding", padding, 0)
+    padding = int_in_range("padding", padding, 0)
     if images.ndim != 4:
         raise ValueError(f"images must have shape (B, C, H, W), got {tuple(images.shape)}")
     batch, channels, height, width = images.shape
@@ -468,15 +467,6 @@ def _as_tensor(name: str, value: object) -> torch.Tensor:
     if isinstance(value, np.ndarray):
         return torch.from_numpy(value if value.flags.writeable else value.copy())
     raise TypeError(f"{name} must be a torch.Tensor or NumPy array, got {type(value).__name__}")
-
-
-def _int_in(name: str, value: object, low: int, high: int | None = None) -> int:
-    """Return ``value`` as an int if it is an int (not a bool) in ``[low, high)``, else raise."""
-    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
-    if not is_int or value < low or (high is not None and value >= high):
-        bounds = f"in [{low}, {high})" if high is not None else f">= {low}"
-        raise ValueError(f"{name} must be an int {bounds}, got {value!r}")
-    return int(value)
 
 
 class CifarDataset:
@@ -598,7 +588,7 @@ class CifarDataset:
         """
         batch_size = positive_int("batch_size", batch_size)
         world_size = positive_int("world_size", world_size)
-        rank = _int_in("rank", rank, 0, world_size)
+        rank = int_in_range("rank", rank, 0, world_size)
         if generator is not None and (
             not isinstance(generator, torch.Generator) or generator.device.type != "cpu"
         ):
@@ -643,7 +633,7 @@ class CifarDataset:
         All random numbers are drawn and all arguments checked when this is
         called, not when the iterator is first advanced.
         """
-        padding = _int_in("padding", padding, 0)
+        padding = int_in_range("padding", padding, 0)
         groups = self.index_batches(
             batch_size,
             shuffle=shuffle,
@@ -689,8 +679,8 @@ def split(dataset: CifarDataset, num_val: int, seed: int = 0) -> tuple[CifarData
     if not isinstance(dataset, CifarDataset):
         raise TypeError(f"dataset must be a CifarDataset, got {type(dataset).__name__}")
     n = len(dataset)
-    num_val = _int_in(f"num_val (for a dataset of {n} images)", num_val, 0, n)
-    seed = _int_in("seed", seed, 0)
+    num_val = int_in_range(f"num_val (for a dataset of {n} images)", num_val, 0, n)
+    seed = int_in_range("seed", seed, 0)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = order[:num_val].sort().values, order[num_val:].sort().values
     return dataset.subset(train), dataset.subset(val)
