@@ -45,6 +45,8 @@ __all__ = [
     "ARCHIVE_URLS",
     "CIFAR10_MEAN",
     "CIFAR10_STD",
+    "CIFAR100_MEAN",
+    "CIFAR100_STD",
     "DATASETS",
     "CifarArrays",
     "CifarDataset",
@@ -57,6 +59,8 @@ __all__ = [
 
 CIFAR10_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR10_STD = (0.2470, 0.2435, 0.2616)
+CIFAR100_MEAN = (0.5071, 0.4865, 0.4409)
+CIFAR100_STD = (0.2673, 0.2564, 0.2762)
 
 #: Official archive URLs and MD5 checksums, read at download time.
 ARCHIVE_URLS = {

@@ -13,6 +13,7 @@ from .grid import GridLike, as_grid
 from .init import clamped_xavier_normal_
 from .layers import DoubleSymLayer, PreactDoubleLayer
 from .network import DynamicNet, Stage
+from .tableaus import SchemeLike
 
 __all__ = ["rknet", "rknet_from_original", "preact_resnet"]
 
@@ -25,6 +26,7 @@ def rknet(
     widths: Sequence[int] = (16, 32, 64, 64),
     t: GridLike = _RKNET_T,
     t_theta: GridLike | None = None,
+    scheme: SchemeLike = "rk4",
 ) -> DynamicNet:
     """The original DynamicBlocks network for CIFAR-10 (Onken et al., 2019).
 
@@ -42,6 +44,7 @@ def rknet(
             connective unit (``len(widths) - 1`` stages).
         t: the state grid of every block.
         t_theta: the control times of every block (default: ``t``).
+        scheme: the integration scheme of every block (the original: RK4).
     """
     widths = tuple(widths)
     if len(widths) < 2:
@@ -53,7 +56,7 @@ def rknet(
             out_channels=out,
             layer=partial(DoubleSymLayer, norm="tv", act="relu"),
             t=t,
-            scheme="rk4",
+            scheme=scheme,
             t_theta=t_theta,
             interpolation="linear",
             pool="avg" if i < len(widths) - 2 else None,
@@ -69,7 +72,12 @@ def rknet(
 
 
 def preact_resnet(
-    depth: int, num_classes: int = 10, in_channels: int = 3, widths: Sequence[int] = (16, 32, 64)
+    depth: int,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] = (16, 32, 64),
+    t: GridLike | None = None,
+    scheme: SchemeLike = "euler",
 ) -> DynamicNet:
     """A pre-activation ResNet (He et al., 2016) for CIFAR as three dynamic blocks.
 
@@ -85,15 +93,24 @@ def preact_resnet(
         num_classes: number of classes.
         in_channels: channels of the input images.
         widths: channels of the three stages.
+        t: the state grid of every block, ``n + 1`` points (default
+            ``0, 1, ..., n``, i.e. ``h = 1``); each step keeps its own control.
+        scheme: the integration scheme of every block.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {depth!r}")
     steps = (depth - 2) // 6
     widths = tuple(widths)
-    t = tuple(float(k) for k in range(steps + 1))
+    if t is None:
+        t = tuple(float(k) for k in range(steps + 1))
+    elif len(as_grid(t)) != steps + 1:
+        raise ValueError(
+            f"t must have {steps + 1} points for depth {depth} ({steps} steps per block), "
+            f"got {len(as_grid(t))}"
+        )
     outs = widths[1:] + widths[-1:]
     stages = [
-        Stage(width, out, PreactDoubleLayer, t, pool="avg" if i < len(widths) - 1 else None)
+        Stage(width, out, PreactDoubleLayer, t, scheme, pool="avg" if i < len(widths) - 1 else None)
         for i, (width, out) in enumerate(zip(widths, outs))
     ]
     return DynamicNet(stages, in_channels, num_classes)

@@ -1,0 +1,126 @@
+"""TrainConfig: every knob of a training run, checked when it is built."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from .._validate import int_in_range, positive_int
+
+__all__ = ["TrainConfig", "SCHEDULES", "AMP_MODES"]
+
+SCHEDULES = ("step", "cosine", "onecycle", "constant")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+def _non_negative_float(name: str, value: object, below: float = math.inf) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a real number, got {value!r}")
+    value = float(value)
+    if not 0.0 <= value < below:
+        upper = "" if math.isinf(below) else f" and < {below}"
+        raise ValueError(f"{name} must be >= 0{upper}, got {value!r}")
+    return value
+
+
+def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
+    key = value.lower() if isinstance(value, str) else value
+    if key not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return key
+
+
+@dataclass
+class TrainConfig:
+    """Settings of a :class:`~dynamicblocks.train.Trainer` run.
+
+    The defaults are those of the original DynamicBlocks CIFAR-10 run: 120
+    epochs of SGD (momentum 0.9, no Nesterov, weight decay 4e-4 on
+    everything but norm parameters and biases) with batch 125 and the step
+    schedule (learning rate 0.1, divided by 10 after 1/2, 2/3 and 5/6 of
+    the epochs: 60/20/20/20 epochs at 0.1/0.01/0.001/0.0001 for 120).
+
+    Args:
+        epochs: number of passes over the training set.
+        batch_size: the *global* batch size; under ``torchrun`` each of the
+            ``world_size`` ranks takes ``batch_size / world_size`` images of
+            every batch (it must divide evenly).
+        lr: the peak learning rate.
+        momentum: SGD momentum.
+        nesterov: Nesterov momentum.
+        weight_decay: L2 weight decay on parameters with 2 or more
+            dimensions (convolution kernels, linear weights); biases and norm
+            parameters are never decayed.
+        schedule: ``"step"``, ``"cosine"`` (to 0 over the run, per
+            iteration), ``"onecycle"`` (:class:`torch.optim.lr_scheduler.OneCycleLR`)
+            or ``"constant"``.
+        label_smoothing: passed to :func:`torch.nn.functional.cross_entropy`.
+        box_constraints: if set, ``(conv, other)`` bounds: after every
+            optimiser step convolution kernels and their biases are clamped
+            to ``[-conv, conv]`` and other weights to ``[-other, other]``
+            (the original code's projection used ``(0.5, 1.5)``).
+        amp: ``"none"``, ``"bf16"`` (autocast) or ``"fp16"`` (autocast and a
+            gradient scaler).
+        channels_last: train in the ``channels_last`` memory format.
+        compile: wrap the model in :func:`torch.compile`.
+        sync_batchnorm: under ``torchrun`` on CUDA, convert BatchNorm layers
+            to :class:`torch.nn.SyncBatchNorm`.
+        augment: random crop (4-pixel padding) and horizontal flip.
+        seed: seeds the model-independent randomness: epoch ``e`` draws its
+            order and augmentation from a generator seeded with
+            ``(seed, e)``, so a resumed run sees the same batches.
+        log_every: steps between progress-bar updates (and non-finite-loss
+            checks, which synchronise with the device).
+        progress: show a tqdm progress bar (on rank 0 only).
+        plot: write ``curves.png`` at the end (needs matplotlib).
+    """
+
+    epochs: int = 120
+    batch_size: int = 125
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 4e-4
+    schedule: str = "step"
+    label_smoothing: float = 0.0
+    box_constraints: tuple[float, float] | None = None
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    sync_batchnorm: bool = False
+    augment: bool = True
+    seed: int = 0
+    log_every: int = 20
+    progress: bool = True
+    plot: bool = True
+
+    def __post_init__(self) -> None:
+        self.epochs = positive_int("epochs", self.epochs)
+        self.batch_size = positive_int("batch_size", self.batch_size)
+        self.lr = _non_negative_float("lr", self.lr)
+        if self.lr == 0.0:
+            raise ValueError("lr must be > 0, got 0.0")
+        self.momentum = _non_negative_float("momentum", self.momentum, below=1.0)
+        if self.nesterov and self.momentum == 0.0:
+            raise ValueError("nesterov=True needs momentum > 0, got momentum=0.0")
+        self.weight_decay = _non_negative_float("weight_decay", self.weight_decay)
+        self.schedule = _choice("schedule", self.schedule, SCHEDULES)
+        self.label_smoothing = _non_negative_float("label_smoothing", self.label_smoothing, 1.0)
+        if self.box_constraints is not None:
+            bounds = tuple(self.box_constraints)
+            if len(bounds) != 2:
+                raise ValueError(f"box_constraints must be (conv, other), got {bounds!r}")
+            conv, other = (_non_negative_float("box_constraints", b) for b in bounds)
+            if conv == 0.0 or other == 0.0:
+                raise ValueError(f"box_constraints must be positive, got {bounds!r}")
+            self.box_constraints = (conv, other)
+        self.amp = _choice("amp", self.amp, AMP_MODES)
+        self.seed = int_in_range("seed", self.seed, 0)
+        self.log_every = positive_int("log_every", self.log_every)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings as a JSON-friendly dict."""
+        return dataclasses.asdict(self)

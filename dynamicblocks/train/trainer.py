@@ -1,0 +1,374 @@
+"""Trainer: the training loop of the example scripts, with checkpoints, logs and plots."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..data import CifarDataset
+from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from .config import TrainConfig
+from .distributed import Distributed
+from .history import plot_curves, write_log
+from .optim import BoxConstraints, make_optimizer, make_scheduler
+
+__all__ = ["Trainer", "NonFiniteLossError", "evaluate", "epoch_generator"]
+
+CHECKPOINT, BEST, LOG, PLOT = "checkpoint.pt", "best.pt", "log.jsonl", "curves.png"
+
+# Settings that may change between an interrupted run and its resumption.
+_FREE_ON_RESUME = {"progress", "log_every", "plot", "compile", "channels_last"}
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the last checkpoint was left as it was."""
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """The CPU generator that draws epoch ``epoch``'s order and augmentation.
+
+    It depends only on ``(seed, epoch)``, so every rank, and a resumed run,
+    draws the same batches.
+    """
+    return torch.Generator().manual_seed((seed << 20) + epoch)
+
+
+def _autocast(device: torch.device, amp: str) -> AbstractContextManager:
+    if amp == "none":
+        return nullcontext()
+    dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _prepare(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
+    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    dataset: CifarDataset,
+    batch_size: int = 500,
+    *,
+    amp: str = "none",
+    channels_last: bool = False,
+    dist: Distributed | None = None,
+) -> dict[str, float]:
+    """Mean cross-entropy loss and accuracy of ``model`` (in eval mode) on ``dataset``.
+
+    Under ``torchrun`` pass ``dist``: each rank evaluates every
+    ``world_size``-th image and the sums are reduced, so every rank returns
+    the figures for the whole dataset. The model's train/eval mode is
+    restored afterwards.
+
+    Returns:
+        ``{"loss": ..., "acc": ..., "count": ...}`` with ``acc`` in ``[0, 1]``.
+    """
+    dist = dist or Distributed(device=dataset.device)
+    if dist.enabled:
+        dataset = dataset.subset(range(dist.rank, len(dataset), dist.world_size))
+    was_training = model.training
+    model.eval()
+    totals = torch.zeros(3, dtype=torch.float64, device=dataset.device)
+    for images, labels in dataset.batches(batch_size, shuffle=False):
+        with _autocast(dataset.device, amp):
+            logits = model(_prepare(images, channels_last))
+        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        correct = (logits.argmax(1) == labels).sum().double()
+        totals += torch.stack([loss.double(), correct, totals.new_tensor(len(labels))])
+    model.train(was_training)
+    loss_sum, correct, count = dist.all_reduce_sum(totals).tolist()
+    count = max(count, 1.0)
+    return {"loss": loss_sum / count, "acc": correct / count, "count": int(count)}
+
+
+class Trainer:
+    """Trains a classifier with SGD and writes checkpoints, a log and plots to ``out_dir``.
+
+    Files in ``out_dir`` (written by rank 0):
+
+    - ``checkpoint.pt``: after every epoch, atomically: model, optimiser,
+      scheduler, gradient scaler, epoch, history, best accuracy, RNG states
+      and ``extra`` (what the caller passed, e.g. the model's settings).
+      :meth:`fit` with ``resume=True`` continues from it exactly.
+    - ``best.pt``: the model's ``state_dict`` with the best validation
+      accuracy so far (the latest model if there is no validation set);
+      loads with ``torch.load(path, weights_only=True)``.
+    - ``log.jsonl``: one JSON object per epoch (``epoch``, ``lr``,
+      ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``seconds``,
+      ``images_per_s``).
+    - ``curves.png``: loss and accuracy against epoch, written at the end.
+
+    Args:
+        model: the network; moved to ``dist.device``.
+        config: the run's settings.
+        out_dir: where the files go (None: write nothing; resuming is then
+            impossible).
+        dist: the process group (default: a single process on the model's
+            device; see :meth:`Distributed.from_env`).
+        extra: JSON-like data stored in every checkpoint under ``"extra"``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        config: TrainConfig,
+        out_dir: str | os.PathLike | None = None,
+        dist: Distributed | None = None,
+        extra: dict[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(config, TrainConfig):
+            raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        if dist is None:
+            first = next(model.parameters(), None)
+            dist = Distributed(device=first.device if first is not None else torch.device("cpu"))
+        if config.batch_size % dist.world_size:
+            raise ValueError(
+                f"batch_size must be divisible by the number of processes {dist.world_size}, "
+                f"got {config.batch_size}"
+            )
+        self.config, self.dist, self.extra = config, dist, dict(extra or {})
+        self.out_dir = None if out_dir is None else Path(out_dir)
+        device = dist.device
+        model = model.to(device)
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if config.sync_batchnorm and dist.enabled and device.type == "cuda":
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        wrapped: nn.Module = model
+        if dist.enabled:
+            wrapped = DistributedDataParallel(
+                model, device_ids=[device] if device.type == "cuda" else None
+            )
+        self._train_model = torch.compile(wrapped) if config.compile else wrapped
+        self._eval_model = torch.compile(model) if config.compile else model
+        self.optimizer = make_optimizer(model, config)
+        self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
+        self.box = BoxConstraints(*config.box_constraints) if config.box_constraints else None
+        self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self.epoch = 0
+        self.history: list[dict] = []
+        self.best_acc = -math.inf
+
+    @property
+    def device(self) -> torch.device:
+        """The device this process trains on."""
+        return self.dist.device
+
+    def _path(self, name: str) -> Path | None:
+        return None if self.out_dir is None else self.out_dir / name
+
+    def fit(
+        self, train: CifarDataset, val: CifarDataset | None = None, resume: bool = False
+    ) -> list[dict]:
+        """Train for ``config.epochs`` epochs (minus those already done if resuming).
+
+        Args:
+            train: the training set (moved to the training device once).
+            val: the validation set that picks ``best.pt`` (optional).
+            resume: continue from ``out_dir/checkpoint.pt``.
+
+        Returns:
+            The history: one record per epoch, as in ``log.jsonl``.
+
+        Raises:
+            NonFiniteLossError: when the loss becomes NaN or infinite; the
+                last checkpoint (of the last finished epoch) is left intact.
+            FileNotFoundError: if ``resume`` and there is no checkpoint.
+            ValueError: if the checkpoint's settings differ from ``config``
+                in more than :data:`_FREE_ON_RESUME`, or the training set is
+                smaller than one batch.
+        """
+        config, dist = self.config, self.dist
+        train = train.to(self.device)
+        val = None if val is None else val.to(self.device)
+        per_rank_batch = config.batch_size // dist.world_size
+        steps_per_epoch = len(self._index_batches(train, 0))
+        if steps_per_epoch == 0:
+            raise ValueError(
+                f"batch_size {config.batch_size} exceeds the training set of {len(train)} images"
+            )
+        self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch)
+        if resume:
+            self._resume()
+        while self.epoch < config.epochs:
+            record = self._train_epoch(train, per_rank_batch, steps_per_epoch)
+            if val is not None:
+                figures = evaluate(
+                    self._eval_model,
+                    val,
+                    max(per_rank_batch, 250),
+                    amp=config.amp,
+                    channels_last=config.channels_last,
+                    dist=dist,
+                )
+                record.update(val_loss=figures["loss"], val_acc=figures["acc"])
+            self.epoch += 1
+            self.history.append(record)
+            self._end_epoch(record)
+        if dist.is_main and config.plot and self.out_dir is not None and self.history:
+            plot_curves(self.history, self._path(PLOT))
+        return self.history
+
+    def _index_batches(self, train: CifarDataset, epoch: int) -> list[torch.Tensor]:
+        return train.index_batches(
+            self.config.batch_size // self.dist.world_size,
+            generator=epoch_generator(self.config.seed, epoch),
+            drop_last=True,
+            rank=self.dist.rank,
+            world_size=self.dist.world_size,
+        )
+
+    def _train_epoch(self, train: CifarDataset, batch_size: int, steps: int) -> dict:
+        config, dist = self.config, self.dist
+        batches = train.batches(
+            batch_size,
+            generator=epoch_generator(config.seed, self.epoch),
+            drop_last=True,
+            augment=config.augment,
+            rank=dist.rank,
+            world_size=dist.world_size,
+        )
+        lr = self.optimizer.param_groups[0]["lr"]
+        bar = self._progress_bar(steps)
+        self.model.train()
+        local = torch.zeros(3, dtype=torch.float64, device=self.device)
+        start = time.perf_counter()
+        totals = local.clone()
+        for step, (images, labels) in enumerate(batches, 1):
+            local += self._train_step(images, labels)
+            if step % config.log_every == 0 or step == steps:
+                totals = self._check(local, step)
+                if bar is not None:
+                    bar.update(step - bar.n)
+                    bar.set_postfix(self._postfix(totals, time.perf_counter() - start))
+        if bar is not None:
+            bar.close()
+        seconds = time.perf_counter() - start
+        loss_sum, correct, count = totals.tolist()
+        return {
+            "epoch": self.epoch + 1,
+            "lr": lr,
+            "train_loss": loss_sum / count,
+            "train_acc": correct / count,
+            "seconds": seconds,
+            "images_per_s": count / seconds,
+        }
+
+    def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        config = self.config
+        with _autocast(self.device, config.amp):
+            logits = self._train_model(_prepare(images, config.channels_last))
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        if self.box is not None:
+            self.box(self.model)
+        count = torch.full((), len(labels), dtype=torch.float64, device=labels.device)
+        correct = (logits.detach().argmax(1) == labels).sum().double()
+        return torch.stack([loss.detach().double() * count, correct, count])
+
+    def _check(self, local: torch.Tensor, step: int) -> torch.Tensor:
+        totals = self.dist.all_reduce_sum(local.clone())
+        if not math.isfinite(totals[0].item()):
+            where = self._path(CHECKPOINT)
+            kept = (
+                f"the checkpoint {where} of epoch {self.epoch} is intact"
+                if where is not None and where.exists()
+                else "no checkpoint had been written"
+            )
+            raise NonFiniteLossError(
+                f"training loss became non-finite in epoch {self.epoch + 1} (by step {step}); "
+                f"stopping: {kept}. Try a lower lr, box_constraints or amp='none'."
+            )
+        return totals
+
+    def _postfix(self, totals: torch.Tensor, seconds: float) -> dict[str, str]:
+        loss_sum, correct, count = totals.tolist()
+        return {
+            "loss": f"{loss_sum / count:.3f}",
+            "acc": f"{100 * correct / count:.1f}%",
+            "img/s": f"{count / max(seconds, 1e-9):.0f}",
+        }
+
+    def _progress_bar(self, steps: int) -> Any:
+        if not (self.config.progress and self.dist.is_main):
+            return None
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            return None
+        return tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False)
+
+    def _end_epoch(self, record: dict) -> None:
+        has_val = "val_acc" in record
+        improved = not has_val or record["val_acc"] > self.best_acc
+        if has_val and improved:
+            self.best_acc = record["val_acc"]
+        if self.dist.is_main:
+            if self.out_dir is not None:
+                atomic_save(self.state_dict(), self._path(CHECKPOINT))
+                if improved:
+                    atomic_save(self.model.state_dict(), self._path(BEST))
+                write_log(self.history, self._path(LOG))
+            if self.config.progress:
+                print(_summary(record, self.config.epochs), flush=True)
+        self.dist.barrier()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything :meth:`fit` needs to continue exactly where it stopped."""
+        return {
+            "epoch": self.epoch,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": None if self.scheduler is None else self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "history": list(self.history),
+            "best_acc": self.best_acc,
+            "rng": rng_state(),
+            "config": self.config.to_dict(),
+            "extra": self.extra,
+        }
+
+    def _resume(self) -> None:
+        path = self._path(CHECKPOINT)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"cannot resume: no checkpoint at {path}")
+        state = load_checkpoint(path, map_location=self.device)
+        saved, current = state["config"], self.config.to_dict()
+        changed = sorted(
+            key for key in current if key not in _FREE_ON_RESUME and saved.get(key) != current[key]
+        )
+        if changed:
+            details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
+            raise ValueError(f"cannot resume {path} with different settings ({details})")
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.epoch, self.history = state["epoch"], list(state["history"])
+        self.best_acc = state["best_acc"]
+        set_rng_state(state["rng"])
+
+
+def _summary(record: dict, epochs: int) -> str:
+    text = (
+        f"epoch {record['epoch']:>3}/{epochs}  lr {record['lr']:.2e}  "
+        f"train loss {record['train_loss']:.4f} acc {100 * record['train_acc']:.2f}%"
+    )
+    if "val_acc" in record:
+        text += f"  val loss {record['val_loss']:.4f} acc {100 * record['val_acc']:.2f}%"
+    return text + f"  {record['seconds']:.1f} s  {record['images_per_s']:.0f} img/s"

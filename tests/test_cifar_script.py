@@ -1,0 +1,252 @@
+"""End-to-end tests of examples/cifar10.py on tiny archives in the official format."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from cifar_archive import make_batches, write_folder
+
+from dynamicblocks import DynamicBlock, uniform_grid
+from dynamicblocks.train import Trainer, load_checkpoint, read_log
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "examples" / "cifar10.py"
+spec = importlib.util.spec_from_file_location("cifar10_example", SCRIPT)
+cifar10 = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(cifar10)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """CIFAR-10 with 5 x 120 training and 120 test images, and CIFAR-100 with 200 + 100."""
+    root = tmp_path_factory.mktemp("data")
+    write_folder(root, "cifar10", make_batches("cifar10", per_batch=120))
+    write_folder(root, "cifar100", make_batches("cifar100", per_batch=200))
+    return root
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(SCRIPT), *args]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def test_one_epoch_end_to_end_then_evaluate(data_dir, tmp_path):
+    out = tmp_path / "run"
+    args = ["--data-dir", str(data_dir), "--subset", "512", "--epochs", "1", "--out", str(out)]
+    result = run(*args, "--no-progress", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "rknet (251,866 parameters) on cpu x 1: 410 train / 102 val / 120 test" in result.stdout
+    files = {"checkpoint.pt", "best.pt", "log.jsonl", "curves.png", "config.json", "results.json"}
+    assert files <= {p.name for p in out.iterdir()}
+    [record] = read_log(out / "log.jsonl")
+    assert record["epoch"] == 1 and 0 <= record["val_acc"] <= 1
+    assert load_checkpoint(out / "checkpoint.pt")["epoch"] == 1
+    best = torch.load(out / "best.pt", weights_only=True)
+    assert len(best) == len(load_checkpoint(out / "checkpoint.pt")["model"])
+    results = json.loads((out / "results.json").read_text())
+
+    evaluation = run(
+        "--data-dir",
+        str(data_dir),
+        "--subset",
+        "512",
+        "--evaluate",
+        str(out / "best.pt"),
+        cwd=tmp_path,
+    )
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert f"test accuracy {100 * results['test_acc']:.2f}% on 120 images" in evaluation.stdout
+
+
+def test_script_resume_after_interruption_equals_an_uninterrupted_run(
+    data_dir, tmp_path, monkeypatch
+):
+    common = [
+        "--data-dir",
+        str(data_dir),
+        "--subset",
+        "200",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "20",
+        "--model",
+        "preact_resnet8",
+        "--no-progress",
+        "--no-download",
+    ]
+    cifar10.main([*common, "--out", str(tmp_path / "a")])
+
+    original_end = Trainer._end_epoch
+
+    def end_then_crash(self, record):
+        original_end(self, record)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Trainer, "_end_epoch", end_then_crash)
+    with pytest.raises(KeyboardInterrupt):
+        cifar10.main([*common, "--out", str(tmp_path / "b")])
+    monkeypatch.undo()
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    cifar10.main([*common, "--out", str(tmp_path / "b"), "--resume"])
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
+    assert a["epoch"] == b["epoch"] == 2
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert (
+        json.loads((tmp_path / "a" / "results.json").read_text())["test_acc"]
+        == json.loads((tmp_path / "b" / "results.json").read_text())["test_acc"]
+    )
+
+
+def test_resume_with_another_model_is_refused(data_dir, tmp_path):
+    common = [
+        "--data-dir",
+        str(data_dir),
+        "--subset",
+        "100",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "25",
+        "--model",
+        "preact_resnet8",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
+    cifar10.main(common)
+    with pytest.raises(SystemExit, match="different model .*'scheme': \\(None, 'rk4'\\)"):
+        cifar10.main([*common, "--scheme", "rk4", "--resume"])
+
+
+def test_cifar100_trains(data_dir, tmp_path):
+    cifar10.main(
+        [
+            "--dataset",
+            "cifar100",
+            "--data-dir",
+            str(data_dir),
+            "--epochs",
+            "1",
+            "--model",
+            "preact_resnet8",
+            "--batch-size",
+            "50",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+            "--schedule",
+            "onecycle",
+            "--amp",
+            "bf16",
+        ]
+    )
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["epochs"] == 1 and 0 <= results["test_acc"] <= 1
+    state = torch.load(tmp_path / "best.pt", weights_only=True)
+    assert state["classifier.weight"].shape == (100, 64)
+
+
+def test_missing_data_offline_says_where_to_put_it(tmp_path):
+    with pytest.raises(SystemExit, match="cifar-10-batches-py"):
+        cifar10.main(
+            [
+                "--data-dir",
+                str(tmp_path / "nothing"),
+                "--no-download",
+                "--out",
+                str(tmp_path / "out"),
+            ]
+        )
+
+
+def test_corrupt_batch_file_is_named(data_dir, tmp_path):
+    root = tmp_path / "data"
+    shutil.copytree(data_dir / "cifar-10-batches-py", root / "cifar-10-batches-py")
+    (root / "cifar-10-batches-py" / "data_batch_3").write_bytes(b"\x80\x02truncated")
+    with pytest.raises(ValueError, match="data_batch_3"):
+        cifar10.main(["--data-dir", str(root), "--no-download", "--out", str(tmp_path / "o")])
+
+
+def _args(*argv: str):
+    return cifar10.parse_args(list(argv))
+
+
+def test_model_flags_build_the_asked_for_networks():
+    net = cifar10.build_model(_args(), 10)
+    block = net.blocks[0]
+    assert isinstance(block, DynamicBlock) and block.tableau.name == "rk4"
+    assert list(block.t) == [0, 1, 2, 3, 4] and block.interpolation == "linear"
+
+    net = cifar10.build_model(_args("--scheme", "euler", "--steps", "8"), 10)
+    block = net.blocks[0]
+    assert block.tableau.name == "euler" and block.num_steps == 8
+    assert block.t == uniform_grid(0.0, 4.0, 8)
+    assert list(block.t_theta) == [0, 1, 2, 3, 4]
+
+    net = cifar10.build_model(_args("--grid", "0,0.5,2,4", "--controls", "0,4"), 100)
+    assert list(net.blocks[1].t) == [0, 0.5, 2, 4] and list(net.blocks[1].t_theta) == [0, 4]
+    assert net.classifier.out_features == 100
+
+    net = cifar10.build_model(_args("--model", "preact_resnet20", "--scheme", "rk4"), 10)
+    assert [b.num_steps for b in net.blocks] == [3, 3, 3] and net.blocks[2].tableau.name == "rk4"
+    net = cifar10.build_model(_args("--model", "preact_resnet20", "--grid", "0,1,1.5,3"), 10)
+    assert list(net.blocks[0].t) == [0, 1, 1.5, 3]
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--model", "resnet18"], "--model must be rknet or preact_resnet<6n\\+2>, got 'resnet18'"),
+        (["--model", "preact_resnet21"], "depth must be 6n \\+ 2"),
+        (["--model", "preact_resnet20", "--steps", "4"], "t must have 4 points for depth 20"),
+        (["--model", "preact_resnet20", "--controls", "0,1"], "--controls is for rknet"),
+        (["--grid", "0,a,1"], "--grid must be comma-separated numbers, got '0,a,1'"),
+        (["--scheme", "rk5"], "rk5"),
+    ],
+)
+def test_bad_model_flags_are_named(argv, message):
+    with pytest.raises((SystemExit, ValueError, KeyError), match=message):
+        cifar10.build_model(_args(*argv), 10)
+
+
+def test_torchrun_two_cpu_processes(data_dir, tmp_path):
+    torchrun = shutil.which("torchrun") or pytest.skip("torchrun is not on PATH")
+    out = tmp_path / "ddp"
+    command = [
+        torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(SCRIPT),
+        "--data-dir",
+        str(data_dir),
+        "--subset",
+        "200",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "40",
+        "--model",
+        "preact_resnet8",
+        "--device",
+        "cpu",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "on cpu x 2: 160 train / 40 val / 120 test" in result.stdout
+    assert json.loads((out / "results.json").read_text())["epochs"] == 1
