@@ -13,7 +13,7 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.1", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "torchdiffeq>=0.2.3", "ruff"],
+        "test": ["pytest>=7", "torchdiffeq>=0.2.3", "ruff", "matplotlib", "tqdm"],
         "examples": ["tqdm", "matplotlib"],
         "docs": ["sphinx>=7", "furo"],
         "torchvision": ["torchvision"],
