@@ -103,10 +103,10 @@ def preact_resnet(
     widths = tuple(widths)
     if t is None:
         t = tuple(float(k) for k in range(steps + 1))
-    elif len(as_grid(t)) != steps + 1:
+    elif (points := len(as_grid(t))) != steps + 1:
         raise ValueError(
             f"t must have {steps + 1} points for depth {depth} ({steps} steps per block), "
-            f"got {len(as_grid(t))}"
+            f"got {points}"
         )
     outs = widths[1:] + widths[-1:]
     stages = [

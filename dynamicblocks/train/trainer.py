@@ -193,7 +193,7 @@ class Trainer:
         train = train.to(self.device)
         val = None if val is None else val.to(self.device)
         per_rank_batch = config.batch_size // dist.world_size
-        steps_per_epoch = len(self._index_batches(train, 0))
+        steps_per_epoch = len(train.index_batches(**self._epoch_batches(0)))
         if steps_per_epoch == 0:
             raise ValueError(
                 f"batch_size {config.batch_size} exceeds the training set of {len(train)} images"
@@ -202,7 +202,7 @@ class Trainer:
         if resume:
             self._resume()
         while self.epoch < config.epochs:
-            record = self._train_epoch(train, per_rank_batch, steps_per_epoch)
+            record = self._train_epoch(train, steps_per_epoch)
             if val is not None:
                 figures = evaluate(
                     self._eval_model,
@@ -220,25 +220,19 @@ class Trainer:
             plot_curves(self.history, self._path(PLOT))
         return self.history
 
-    def _index_batches(self, train: CifarDataset, epoch: int) -> list[torch.Tensor]:
-        return train.index_batches(
-            self.config.batch_size // self.dist.world_size,
-            generator=epoch_generator(self.config.seed, epoch),
-            drop_last=True,
-            rank=self.dist.rank,
-            world_size=self.dist.world_size,
-        )
+    def _epoch_batches(self, epoch: int) -> dict[str, Any]:
+        """This rank's batching of epoch ``epoch``: the arguments of ``CifarDataset.batches``."""
+        return {
+            "batch_size": self.config.batch_size // self.dist.world_size,
+            "generator": epoch_generator(self.config.seed, epoch),
+            "drop_last": True,
+            "rank": self.dist.rank,
+            "world_size": self.dist.world_size,
+        }
 
-    def _train_epoch(self, train: CifarDataset, batch_size: int, steps: int) -> dict:
-        config, dist = self.config, self.dist
-        batches = train.batches(
-            batch_size,
-            generator=epoch_generator(config.seed, self.epoch),
-            drop_last=True,
-            augment=config.augment,
-            rank=dist.rank,
-            world_size=dist.world_size,
-        )
+    def _train_epoch(self, train: CifarDataset, steps: int) -> dict:
+        config = self.config
+        batches = train.batches(**self._epoch_batches(self.epoch), augment=config.augment)
         lr = self.optimizer.param_groups[0]["lr"]
         bar = self._progress_bar(steps)
         self.model.train()
