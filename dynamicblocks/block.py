@@ -165,18 +165,18 @@ class DynamicBlock(nn.Module):
         """
         trajectory = [x] if return_trajectory else None
         blends: list = [None] * self._num_blends
+        layers = list(self.layers)  # plain indexing: ModuleList.__getitem__ costs per stage
         for step in self._steps:
             slopes: list[torch.Tensor] = []
             for stage in step.stages:
                 y = _combine(x, stage.increments, slopes)
                 if stage.blend is None:
-                    slopes.append(self.layers[stage.control](y))
+                    slopes.append(layers[stage.control](y))
                 else:
                     slot, left, right, weight = stage.blend
                     if blends[slot] is None:
                         blends[slot] = self._blend(left, right, weight)
-                    layer = self.layers[stage.control]
-                    slopes.append(functional_call(layer, blends[slot], (y,)))
+                    slopes.append(functional_call(layers[stage.control], blends[slot], (y,)))
             x = _combine(x, step.update, slopes)
             if trajectory is not None:
                 trajectory.append(x)

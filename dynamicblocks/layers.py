@@ -176,10 +176,14 @@ class MLP(nn.Module):
         for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
             modules.append(nn.Linear(n_in, n_out, bias=bias))
             if i < depth - 1:
-                modules.append(make_norm(norm, n_out, spatial_dims=0))
+                normalisation = make_norm(norm, n_out, spatial_dims=0)
+                if not isinstance(normalisation, nn.Identity):  # no call for a no-op
+                    modules.append(normalisation)
                 modules.append(make_activation(act))
         self.net = nn.Sequential(*modules)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``(N, D) -> (N, D)``."""
-        return self.net(x)
+        for module in self.net:  # the modules in turn, without a Sequential call per step
+            x = module(x)
+        return x

@@ -389,6 +389,20 @@ def test_mlp_depth_one_is_affine():
     torch.testing.assert_close(mlp(x), x @ linear.weight.T + linear.bias, rtol=0, atol=1e-12)
 
 
+@pytest.mark.parametrize("norm", [None, "batch"])
+def test_mlp_matches_the_written_out_formula(norm):
+    mlp = MLP(3, hidden=5, depth=2, act="tanh", norm=norm).double()
+    first, last = [m for m in mlp.modules() if isinstance(m, nn.Linear)]
+    norms = [m for m in mlp.modules() if isinstance(m, nn.BatchNorm1d)]
+    assert len(norms) == (norm is not None)
+    x = torch.randn(7, 3, dtype=torch.float64)
+    z = x @ first.weight.T + first.bias
+    if norm is not None:
+        z = (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + norms[0].eps)
+    expected = torch.tanh(z) @ last.weight.T + last.bias
+    torch.testing.assert_close(mlp(x), expected, rtol=0, atol=1e-12)
+
+
 # =========================================================================== norms and activations
 
 
