@@ -7,7 +7,8 @@ Both networks do the same operations in the same order with the same weights
 (checked before anything is timed): a 3x3 opening conv -> BatchNorm -> ReLU,
 three stages of pre-activation units ``x + K2 relu(BN2(K1 relu(BN1 x)))`` joined
 by 1x1 conv -> BatchNorm -> ReLU -> average pool, global average pool, linear.
-The hand-written one is plain ``nn.Module``s with a Python loop over units.
+The hand-written one (``handwritten.PreactResNet``) is plain ``nn.Module``s with
+a Python loop over units.
 
 Timed: a training step (forward, cross-entropy, backward, SGD step) and
 inference (eval mode, no grad) on a CIFAR-shaped batch. The contenders are
@@ -18,8 +19,7 @@ and the ratio library / hand-written (target: <= 1.03 for both).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import functools
 
 import torch
 import torch.nn.functional as F
@@ -27,65 +27,8 @@ from torch import nn
 
 import dynamicblocks as db
 
-
-class Unit(nn.Module):
-    """One pre-activation residual unit, written out."""
-
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.norm1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.norm2 = nn.BatchNorm2d(channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.conv1(F.relu(self.norm1(x)))
-        return x + self.conv2(F.relu(self.norm2(z)))
-
-
-class Connective(nn.Module):
-    def __init__(self, cin: int, cout: int, kernel_size: int, pool: bool) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel_size, padding=kernel_size // 2)
-        self.norm = nn.BatchNorm2d(cout)
-        self.pool = pool
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.norm(self.conv(x)))
-        return F.avg_pool2d(x, 2) if self.pool else x
-
-
-class HandWrittenPreactResNet(nn.Module):
-    """The hand-written network; parameters registered in the library's order."""
-
-    def __init__(self, depth: int, widths=(16, 32, 64), num_classes: int = 10) -> None:
-        super().__init__()
-        units = (depth - 2) // 6
-        self.opening = Connective(3, widths[0], 3, pool=False)
-        self.blocks = nn.ModuleList(nn.Sequential(*(Unit(w) for _ in range(units))) for w in widths)
-        outs = widths[1:] + widths[-1:]
-        self.connectives = nn.ModuleList(
-            Connective(w, o, 1, pool=i < len(widths) - 1)
-            for i, (w, o) in enumerate(zip(widths, outs))
-        )
-        self.classifier = nn.Linear(widths[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.opening(x)
-        for block, connective in zip(self.blocks, self.connectives):
-            x = connective(block(x))
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
-
-
-def same_weights(library: nn.Module, hand: nn.Module) -> None:
-    """Copy the library network's state into the hand-written one, entry by entry."""
-    source, target = library.state_dict(), hand.state_dict()
-    if len(source) != len(target):
-        raise RuntimeError(f"{len(source)} library entries against {len(target)} hand-written")
-    for (name, value), (other, slot) in zip(source.items(), target.items()):
-        if value.shape != slot.shape:
-            raise RuntimeError(f"{name} {tuple(value.shape)} vs {other} {tuple(slot.shape)}")
-    hand.load_state_dict(dict(zip(target, source.values())))
+from _timing import interleaved_medians
+from handwritten import PreactResNet, same_weights
 
 
 def check_agreement(library: nn.Module, hand: nn.Module, x: torch.Tensor) -> float:
@@ -124,7 +67,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     library = db.preact_resnet(args.depth)
-    hand = HandWrittenPreactResNet(args.depth)
+    hand = PreactResNet(args.depth)
     same_weights(library, hand)
     x = torch.randn(args.batch_size, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch_size,))
@@ -144,15 +87,9 @@ def main() -> None:
     )
     print(f"{'task':<12} {'library ms':>11} {'hand ms':>9} {'ratio':>7}")
     for task, run in tasks.items():
-        times: dict[str, list[float]] = {k: [] for k in contenders}
-        names = list(contenders)
-        for repeat in range(args.warmup + args.repeats):
-            for name in names if repeat % 2 == 0 else names[::-1]:
-                start = time.perf_counter()
-                run(name)
-                if repeat >= args.warmup:
-                    times[name].append(time.perf_counter() - start)
-        lib, ref = (1e3 * statistics.median(times[k]) for k in contenders)
+        calls = {name: functools.partial(run, name) for name in contenders}
+        times = interleaved_medians(calls, args.repeats, warmup=args.warmup)
+        lib, ref = (1e3 * times[k] for k in contenders)
         print(f"{task:<12} {lib:>11.1f} {ref:>9.1f} {lib / ref:>7.3f}")
 
 

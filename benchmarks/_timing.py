@@ -1,0 +1,57 @@
+"""Timing shared by the benchmarks: interleaved contenders, medians."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def calls_per_sample(run: Callable[[], object], min_time: float, sync: Callable | None) -> int:
+    """How many calls of ``run`` last about ``min_time`` seconds (at least 1)."""
+    if min_time <= 0:
+        return 1
+    start, n = time.perf_counter(), 0
+    while n < 2 or time.perf_counter() - start < min_time / 4:
+        run()
+        n += 1
+        if sync is not None:
+            sync()
+    return max(1, round(n * min_time / (time.perf_counter() - start)))
+
+
+def interleaved_medians(
+    runs: dict,
+    repeats: int,
+    warmup: int = 1,
+    min_time: float = 0.0,
+    sync: Callable[[], object] | None = None,
+) -> dict:
+    """Median seconds per call of each contender.
+
+    Every contender is called ``warmup`` times first (untimed). Then, ``repeats``
+    times, each contender takes one sample in turn, the order alternating
+    between repeats so that neither always runs first; a sample times enough
+    consecutive calls to last about ``min_time`` seconds (one call when 0).
+    ``runs`` maps any hashable label to a callable; ``sync`` (e.g.
+    ``torch.cuda.synchronize``) ends every sample, so that the clock stops
+    after the device has finished.
+    """
+    for run in runs.values():
+        for _ in range(warmup):
+            run()
+    if sync is not None:
+        sync()
+    counts = {name: calls_per_sample(run, min_time, sync) for name, run in runs.items()}
+    samples: dict[str, list[float]] = {name: [] for name in runs}
+    names = list(runs)
+    for repeat in range(repeats):
+        for name in names if repeat % 2 == 0 else names[::-1]:
+            run, n = runs[name], counts[name]
+            start = time.perf_counter()
+            for _ in range(n):
+                run()
+            if sync is not None:
+                sync()
+            samples[name].append((time.perf_counter() - start) / n)
+    return {name: statistics.median(values) for name, values in samples.items()}
