@@ -8,8 +8,13 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from gpu import build_pair  # noqa: E402
+from ode_libraries import importable  # noqa: E402
 
 
 def run_benchmark(name: str, *args: str) -> str:
@@ -28,3 +33,66 @@ def test_overhead_benchmark_checks_agreement_and_prints_ratios(depth):
     assert "outputs agree to 0.0e+00" in out
     rows = [line.split() for line in out.splitlines() if line.startswith(("train", "inference"))]
     assert len(rows) == 2 and all(float(row[-1]) > 0 for row in rows)
+
+
+def test_ode_libraries_benchmark_checks_agreement_and_prints_ratios():
+    out = run_benchmark(
+        "ode_libraries.py", "--sizes", "small", "--steps", "2", "--repeats", "1",
+        "--min-time", "0.001",
+    )  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.startswith("small")]
+    peers = {"torchdiffeq"} | ({"torchdyn"} if importable("torchdyn") else set())
+    assert {row[1] for row in rows} == peers and len(rows) == 2 * len(peers)
+    for row in rows:
+        assert float(row[4]) <= 1e-4  # agreement before timing
+        ratios = [float(cell) for cell in row[6::2]]
+        assert len(ratios) == (3 if row[1] == "torchdiffeq" else 1) and min(ratios) > 0
+
+
+def test_compile_benchmark_compiles_fullgraph_and_prints_speedup():
+    out = run_benchmark(
+        "compile.py", "--models", "preact_resnet8", "--batch-size", "2", "--repeats", "1",
+        "--warmup", "0",
+    )  # fmt: skip
+    (row,) = [line.split() for line in out.splitlines() if line.startswith("preact_resnet8")]
+    assert float(row[1]) <= 1e-4 and float(row[-1]) > 0
+
+
+def test_depth_scaling_benchmark_prints_per_step_costs_and_fits():
+    out = run_benchmark(
+        "depth_scaling.py", "--steps", "1", "2", "--batch-size", "2", "--repeats", "1"
+    )
+    rows = [line.split() for line in out.splitlines() if line.startswith(("euler", "rk4"))]
+    table = [row for row in rows if row[1] != "fit"]
+    assert [(row[0], row[1]) for row in table] == [
+        ("euler", "1"), ("euler", "2"), ("rk4", "1"), ("rk4", "2")
+    ]  # fmt: skip
+    saved = {(row[0], row[1]): float(row[4]) for row in table}
+    for scheme in ("euler", "rk4"):  # activations grow with the steps; RK4 keeps more
+        assert saved[scheme, "2"] > saved[scheme, "1"] > 0
+    assert saved["rk4", "2"] - saved["rk4", "1"] > 3 * (saved["euler", "2"] - saved["euler", "1"])
+    assert sum(row[1] == "fit" for row in rows) >= 4
+
+
+def test_gpu_benchmark_dry_run_on_cpu():
+    out = run_benchmark(
+        "gpu.py", "--device", "cpu", "--amp", "none", "--no-compile", "--no-channels-last",
+        "--models", "preact_resnet8", "rknet", "--batch-size", "2", "--repeats", "1",
+        "--min-time", "0",
+    )  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.startswith(("preact", "rknet"))]
+    assert [row[0] for row in rows] == ["preact_resnet8", "rknet"]
+    for row in rows:  # agreement, images/s and ratio, FLOPs; no peak known for a CPU
+        assert float(row[1]) <= 1e-4 and min(float(cell) for cell in row[2:6]) > 0
+        assert row[6:] == ["-", "-"]
+
+
+@pytest.mark.parametrize("name", ["rknet", "preact_resnet8"])
+def test_hand_written_twins_compute_the_library_networks(name):
+    """The benchmarks' baselines (e.g. RK4 written as ``(k1 + 2k2 + 2k3 + k4) / 6``)."""
+    torch.manual_seed(0)
+    library, hand = (model.double() for model in build_pair(name))
+    x = torch.randn(3, 3, 32, 32, dtype=torch.float64)
+    for training in (True, False):
+        library.train(training), hand.train(training)
+        torch.testing.assert_close(library(x), hand(x), rtol=1e-10, atol=1e-10)
