@@ -6,6 +6,15 @@ import statistics
 import time
 from collections.abc import Callable
 
+import torch
+
+
+def set_threads(threads: int | None) -> None:
+    """Use ``threads`` intra-op threads (if given) and no background compile workers."""
+    if threads:
+        torch.set_num_threads(threads)
+    torch._inductor.config.compile_threads = 1  # idle workers would compete with the timings
+
 
 def calls_per_sample(run: Callable[[], object], min_time: float, sync: Callable | None) -> int:
     """How many calls of ``run`` last about ``min_time`` seconds (at least 1)."""

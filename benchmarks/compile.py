@@ -30,7 +30,7 @@ from torch import nn
 
 import dynamicblocks as db
 
-from _timing import interleaved_medians
+from _timing import interleaved_medians, set_threads
 
 
 def build(name: str) -> nn.Module:
@@ -95,9 +95,7 @@ def main(argv: list[str] | None = None) -> None:
             build(name)  # a bad name fails before any compilation
         except ValueError as error:
             parser.error(f"--models: {error}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch._inductor.config.compile_threads = 1  # no idle compile workers beside the timings
+    set_threads(args.threads)
     print(
         f"training step, batch {args.batch_size}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, torch.compile(fullgraph=True, mode={args.mode})"

@@ -37,7 +37,7 @@ from torch import nn
 
 import dynamicblocks as db
 
-from _timing import interleaved_medians
+from _timing import interleaved_medians, set_threads
 
 STATUS = Path("/proc/self/status")
 CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -122,8 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if min(args.steps) < 1 or len(args.steps) < 2:
         parser.error(f"--steps needs at least two positive counts, got {args.steps}")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     x = torch.randn(args.batch_size, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch_size,))

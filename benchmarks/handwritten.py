@@ -41,7 +41,17 @@ class PreactUnit(nn.Module):
         return x + self.conv2(F.relu(self.norm2(z)))
 
 
-class PreactResNet(nn.Module):
+class Network(nn.Module):
+    """``opening``, then each of ``blocks`` followed by its connective, then the head."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.opening(x)
+        for block, connective in zip(self.blocks, self.connectives):
+            x = connective(block(x))
+        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class PreactResNet(Network):
     """The pre-activation ResNet of ``db.preact_resnet(depth)``, written out."""
 
     def __init__(self, depth: int, widths=(16, 32, 64), num_classes: int = 10) -> None:
@@ -57,12 +67,6 @@ class PreactResNet(nn.Module):
             for i, (w, o) in enumerate(zip(widths, outs))
         )
         self.classifier = nn.Linear(widths[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.opening(x)
-        for block, connective in zip(self.blocks, self.connectives):
-            x = connective(block(x))
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 class SymWeights(nn.Module):
@@ -108,7 +112,7 @@ class RK4SymBlock(nn.Module):
         return x
 
 
-class RKNet(nn.Module):
+class RKNet(Network):
     """The network of ``db.rknet()``, written out: widths 16-32-64-64, RK4 blocks."""
 
     def __init__(self, widths=(16, 32, 64, 64), num_classes: int = 10) -> None:
@@ -120,12 +124,6 @@ class RKNet(nn.Module):
             for i, (w, o) in enumerate(zip(widths, widths[1:]))
         )
         self.classifier = nn.Linear(widths[-1], num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.opening(x)
-        for block, connective in zip(self.blocks, self.connectives):
-            x = connective(block(x))
-        return self.classifier(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
 def same_weights(library: nn.Module, hand: nn.Module) -> None:

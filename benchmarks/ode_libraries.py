@@ -39,7 +39,7 @@ from torch import nn
 
 import dynamicblocks as db
 
-from _timing import interleaved_medians
+from _timing import interleaved_medians, set_threads
 
 SIZES = {  # name: (state, hidden, batch)
     "small": (2, 50, 16),
@@ -165,9 +165,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="largest relative disagreement allowed before timing")  # fmt: skip
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch._inductor.config.compile_threads = 1  # no idle compile workers beside the timings
+    set_threads(args.threads)
     print(
         f"{args.steps}-step non-uniform grid, forward+backward, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads; times in ms per call, ratio = library / peer"

@@ -27,7 +27,7 @@ from torch import nn
 
 import dynamicblocks as db
 
-from _timing import interleaved_medians
+from _timing import interleaved_medians, set_threads
 from handwritten import PreactResNet, same_weights
 
 
@@ -63,8 +63,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_threads(args.threads)
     torch.manual_seed(0)
     library = db.preact_resnet(args.depth)
     hand = PreactResNet(args.depth)
