@@ -5,14 +5,30 @@ from .block import DynamicBlock
 from .connective import ConnectiveUnit
 from .grid import as_grid, refine_grid, step_sizes, uniform_grid
 from .layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
+from .manifest import (
+    carry_optimizer_state,
+    dynamic_blocks,
+    refine_,
+    refine_to_match_,
+    remanifest,
+)
 from .models import preact_resnet, rknet, rknet_from_original
 from .network import DynamicNet, Stage
 from .norms import TvNorm, make_norm
+from .projection import projection_matrix
+from .regularization import time_regularization
 from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "refine_to_match_",
+    "time_regularization",
+    "projection_matrix",
+    "remanifest",
+    "refine_",
+    "dynamic_blocks",
+    "carry_optimizer_state",
     "ButcherTableau",
     "ConnectiveUnit",
     "DoubleLayer",

@@ -9,9 +9,10 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from .grid import GridLike, as_grid
+from .grid import GridLike, as_grid, refine_grid
+from .projection import basis_matrix, projection_matrix
 from .tableaus import ButcherTableau, SchemeLike, get_tableau
-from .weights import StageControl, resolve_stage_controls
+from .weights import StageControl, check_interpolation, resolve_stage_controls
 
 __all__ = ["DynamicBlock"]
 
@@ -33,6 +34,18 @@ def _combine(x: torch.Tensor, terms: tuple[tuple[int, float], ...], slopes: list
     for j, coefficient in terms:
         x = torch.add(x, slopes[j], alpha=coefficient)
     return x
+
+
+def _average_modules(modules: list[nn.Module]) -> nn.Module:
+    """A copy of ``modules[0]`` whose floating-point state is the mean over ``modules``."""
+    average = copy.deepcopy(modules[0])
+    if len(modules) > 1:
+        states = [module.state_dict() for module in modules]
+        with torch.no_grad():
+            for key, value in average.state_dict().items():
+                if value.is_floating_point():
+                    value.copy_(torch.stack([state[key] for state in states]).mean(0))
+    return average
 
 
 def _format_times(values: tuple[float, ...]) -> str:
@@ -89,13 +102,25 @@ class DynamicBlock(nn.Module):
         super().__init__()
         if not isinstance(layer, nn.Module):
             raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
-        self._t = as_grid(t, name="t")
-        self._t_theta = self._t[:-1] if t_theta is None else as_grid(t_theta, "t_theta", 1)
-        self._tableau = get_tableau(scheme)
-        controls = resolve_stage_controls(self._t, self._tableau.c, self._t_theta, interpolation)
-        self._interpolation = interpolation
-        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in self._t_theta)
+        t = as_grid(t, name="t")
+        t_theta = t[:-1] if t_theta is None else as_grid(t_theta, "t_theta", 1)
+        tableau = get_tableau(scheme)
+        check_interpolation(interpolation)
+        self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in t_theta)
         self._param_names = tuple(name for name, _ in layer.named_parameters())
+        self._configure(t, tableau, t_theta, interpolation)
+
+    def _configure(
+        self,
+        t: tuple[float, ...],
+        tableau: ButcherTableau,
+        t_theta: tuple[float, ...],
+        interpolation: str,
+    ) -> None:
+        """Set grid, scheme and controls (validated) and plan the forward loop."""
+        controls = resolve_stage_controls(t, tableau.c, t_theta, interpolation)
+        self._t, self._tableau = t, tableau
+        self._t_theta, self._interpolation = t_theta, interpolation
         self._steps, self._num_blends = self._plan(controls)
 
     def _plan(
@@ -150,6 +175,121 @@ class DynamicBlock(nn.Module):
             for module in layer.modules():
                 if hasattr(module, "reset_parameters"):
                     module.reset_parameters()
+
+    def remanifest_(self, t: GridLike | None = None, scheme: SchemeLike | None = None) -> None:
+        """Put the block on grid ``t`` and/or ``scheme`` in place, keeping ``theta(t)``.
+
+        The controls (modules, control times, interpolation) are untouched, so
+        the weights at the new stage times come from the same ``theta(t)``:
+        looked up for ``"constant"``, interpolated for ``"linear"``. With the
+        same grid and scheme the block computes exactly the same function.
+
+        Args:
+            t: the new state grid (default: unchanged).
+            scheme: the new scheme (default: unchanged).
+        """
+        t = self._t if t is None else as_grid(t, name="t")
+        tableau = self._tableau if scheme is None else get_tableau(scheme)
+        self._configure(t, tableau, self._t_theta, self._interpolation)
+
+    def remanifest(
+        self, t: GridLike | None = None, scheme: SchemeLike | None = None
+    ) -> DynamicBlock:
+        """A new block on grid ``t`` and/or ``scheme`` with a copy of the same ``theta(t)``.
+
+        This block is left unchanged; see :meth:`remanifest_` for the rules.
+        """
+        block = copy.deepcopy(self)
+        block.remanifest_(t, scheme)
+        return block
+
+    def refine_(self) -> dict[nn.Parameter, tuple[nn.Parameter, ...]]:
+        """Halve every step and (about) double the controls, in place, keeping ``theta(t)``.
+
+        The grid becomes :func:`~dynamicblocks.refine_grid` of the old one. A
+        new control is inserted after every control ``j``, halfway to the next
+        control time:
+
+        * ``"constant"``: the new control is a copy of control ``j`` (also
+          after the last control, halfway to ``t[-1]``, if that lies beyond it),
+          so with one control per step the refined block again has one per step;
+        * ``"linear"``: the new control is the average of controls ``j`` and
+          ``j + 1`` (none after the last), which is ``theta`` at the midpoint.
+
+        Either way ``theta(t)`` is exactly the same function, so the block's
+        output changes only by the discretisation error of the finer grid.
+        Buffers (BatchNorm running statistics) are copied, or averaged where
+        floating point, alike. The old control modules stay in :attr:`layers`
+        as the same objects, so their parameters keep their identity (and
+        their optimiser state).
+
+        Returns:
+            For every new parameter, the parameters it was made from: pass it
+            to :func:`dynamicblocks.carry_optimizer_state` to give the new
+            parameters their sources' momentum.
+        """
+        old, knots, t_end = list(self.layers), self._t_theta, self._t[-1]
+        layers, times = [], []
+        sources: dict[nn.Parameter, tuple[nn.Parameter, ...]] = {}
+        for j, (layer, time) in enumerate(zip(old, knots)):
+            layers.append(layer)
+            times.append(time)
+            if j + 1 < len(knots):
+                following, partners = knots[j + 1], (j, j + 1)
+            elif self._interpolation == "constant" and t_end > time:
+                following, partners = t_end, (j,)
+            else:
+                continue
+            if self._interpolation == "constant":
+                partners = partners[:1]
+            new = _average_modules([old[i] for i in partners])
+            layers.append(new)
+            times.append(0.5 * (time + following))
+            for name, param in new.named_parameters():
+                sources[param] = tuple(old[i].get_parameter(name) for i in partners)
+        self.layers = nn.ModuleList(layers)
+        t_theta = as_grid(times, "t_theta", 1)
+        self._configure(refine_grid(self._t), self._tableau, t_theta, self._interpolation)
+        return sources
+
+    def project(self, t_theta: GridLike, interpolation: str | None = None) -> DynamicBlock:
+        """A new block whose ``theta(t)`` is the L2 projection onto other (fewer) controls.
+
+        The new controls at ``t_theta`` with ``interpolation`` (default: this
+        block's) minimise ``integral over [t[0], t[-1]] of |theta(t) - theta_new(t)|^2
+        dt`` for every parameter entry (see :func:`dynamicblocks.projection_matrix`);
+        a ``theta(t)`` that already lies in the new space is returned exactly.
+        Buffers are copied from the old control that owns the new control time
+        (at or left of it for ``"constant"``, the nearer one for ``"linear"``).
+        The grid and scheme are unchanged; this block is left unchanged.
+
+        Raises:
+            ValueError: if ``t_theta`` has more points than the block has
+                controls, or a new control has no support on the interval.
+        """
+        t_theta = as_grid(t_theta, "t_theta", 1)
+        interpolation = check_interpolation(interpolation or self._interpolation)
+        if len(t_theta) > len(self._t_theta):
+            raise ValueError(
+                f"t_theta has {len(t_theta)} control times but the block has "
+                f"{len(self._t_theta)} controls; a projection goes to fewer (or as many)"
+            )
+        interval = (self._t[0], self._t[-1])
+        matrix = projection_matrix(
+            interval, self._t_theta, self._interpolation, t_theta, interpolation
+        )
+        owners = basis_matrix(t_theta, self._t_theta, self._interpolation).argmax(dim=1)
+        layers = [copy.deepcopy(self.layers[int(owner)]) for owner in owners]
+        with torch.no_grad():
+            for name in self._param_names:
+                old = torch.stack([layer.get_parameter(name).double() for layer in self.layers])
+                new = (matrix @ old.flatten(1)).view(len(layers), *old.shape[1:])
+                for layer, value in zip(layers, new):
+                    layer.get_parameter(name).copy_(value)
+        block = copy.deepcopy(self, memo={id(self.layers): nn.ModuleList()})  # skip old layers
+        block.layers = nn.ModuleList(layers)
+        block._configure(self._t, self._tableau, t_theta, interpolation)
+        return block
 
     def _blend(self, left: int, right: int, weight: float) -> dict[str, torch.Tensor]:
         pairs = zip(self.layers[left].parameters(), self.layers[right].parameters())

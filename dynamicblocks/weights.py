@@ -26,7 +26,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["INTERPOLATIONS", "StageControl", "resolve_stage_controls"]
+__all__ = ["INTERPOLATIONS", "StageControl", "check_interpolation", "resolve_stage_controls"]
 
 INTERPOLATIONS = ("constant", "linear")
 _REL_TOL = 1e-9
@@ -50,6 +50,13 @@ class StageControl:
         return self.right if self.right is not None and self.weight > 0.5 else self.left
 
 
+def check_interpolation(interpolation: str) -> str:
+    """Return ``interpolation`` if it is one of :data:`INTERPOLATIONS`, else raise."""
+    if interpolation not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    return interpolation
+
+
 def resolve_stage_controls(
     t: Sequence[float],
     c: Sequence[float],
@@ -71,8 +78,7 @@ def resolve_stage_controls(
     computed in floating point (``t_k + c_i h_k``) that should equal a control
     time is treated as equal to it.
     """
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
+    check_interpolation(interpolation)
     scale = max(1.0, *(abs(v) for v in t), *(abs(v) for v in t_theta))
     tol = _REL_TOL * scale
     last = len(t_theta) - 1
