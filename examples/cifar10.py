@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     grid.add_argument("--grid", default=None, help="the state grid of every block, e.g. 0,0.5,2,4")
     add("--controls", default=None, help="rknet only: control times t_theta, e.g. 0,2,4")
     add("--epochs", type=int, default=120)
+    add(
+        "--refine-at",
+        default=None,
+        metavar="E1,E2,...",
+        help="epochs after which every block is refined (steps halved, controls doubled), "
+        "e.g. 30,50,70",
+    )
     add("--batch-size", type=int, default=125, help="global batch size (split across ranks)")
     add("--lr", type=float, default=0.1)
     add("--momentum", type=float, default=0.9)
@@ -136,6 +143,15 @@ def _floats(name: str, text: str | None) -> list[float] | None:
         raise SystemExit(f"--{name} must be comma-separated numbers, got {text!r}") from None
 
 
+def _epochs(text: str | None) -> tuple[int, ...]:
+    if text is None:
+        return ()
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise SystemExit(f"--refine-at must be comma-separated epochs, got {text!r}") from None
+
+
 def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     """The network that --model, --scheme, --steps or --grid, and --controls ask for."""
     grid, controls = _floats("grid", args.grid), _floats("controls", args.controls)
@@ -176,6 +192,14 @@ def load_data(args: argparse.Namespace, device: torch.device):
     return train, val, test, arrays.num_classes
 
 
+def load_model(args: argparse.Namespace, num_classes: int, state: dict) -> torch.nn.Module:
+    """The model of ``args`` with ``state`` loaded, refined first as often as it was."""
+    model = build_model(args, num_classes)
+    db.refine_to_match_(model, state)
+    model.load_state_dict(state)
+    return model
+
+
 def run_evaluation(args: argparse.Namespace) -> None:
     path = Path(args.evaluate)
     saved = path.parent / "config.json"
@@ -185,8 +209,7 @@ def run_evaluation(args: argparse.Namespace) -> None:
             setattr(args, key, stored[key])
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _, _, test, num_classes = load_data(args, device)
-    model = build_model(args, num_classes)
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    model = load_model(args, num_classes, torch.load(path, map_location="cpu", weights_only=True))
     figures = evaluate(model.to(device), test, amp=args.amp)
     print(
         f"{path}: test loss {figures['loss']:.4f}  test accuracy {100 * figures['acc']:.2f}% "
@@ -233,6 +256,7 @@ def train_model(args: argparse.Namespace, dist: Distributed) -> None:
         seed=args.seed,
         log_every=args.log_every,
         progress=args.progress,
+        refine_at=_epochs(args.refine_at),
     )
     torch.manual_seed(args.seed)
     train, val, test, num_classes = load_data(args, dist.device)
@@ -249,9 +273,9 @@ def train_model(args: argparse.Namespace, dist: Distributed) -> None:
         )
     trainer = Trainer(model, config, out, dist, extra={"model": settings})
     trainer.fit(train, val, resume=args.resume)
-    best = torch.load(out / "best.pt", map_location=dist.device, weights_only=True)
-    trainer.model.load_state_dict(best)
-    figures = evaluate(trainer.model, test, amp=args.amp, dist=dist)
+    best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
+    model = load_model(args, num_classes, best).to(dist.device)
+    figures = evaluate(model, test, amp=args.amp, dist=dist)
     if dist.is_main:
         last = trainer.history[-1]
         results = {

@@ -250,3 +250,22 @@ def test_torchrun_two_cpu_processes(data_dir, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "on cpu x 2: 160 train / 40 val / 120 test" in result.stdout
     assert json.loads((out / "results.json").read_text())["epochs"] == 1
+
+
+def test_refine_at_refines_during_training_and_evaluate_loads_the_refined_model(data_dir, tmp_path):
+    out = tmp_path / "refined"
+    common = ["--data-dir", str(data_dir), "--subset", "256", "--model", "preact_resnet8"]
+    result = run(
+        *common, "--epochs", "2", "--refine-at", "1", "--batch-size", "32", "--out", str(out),
+        "--no-progress", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    checkpoint = load_checkpoint(out / "checkpoint.pt")
+    assert checkpoint["refinements"] == 1 and checkpoint["epoch"] == 2
+    assert "blocks.0.layers.1.conv1.weight" in checkpoint["model"]  # two controls per block
+    results = json.loads((out / "results.json").read_text())
+    evaluation = run(*common, "--evaluate", str(out / "best.pt"), cwd=tmp_path)
+    assert evaluation.returncode == 0, evaluation.stderr
+    assert f"test accuracy {100 * results['test_acc']:.2f}%" in evaluation.stdout
+    bad = run(*common, "--epochs", "2", "--refine-at", "one", "--out", str(out), cwd=tmp_path)
+    assert bad.returncode != 0 and "--refine-at must be comma-separated epochs" in bad.stderr

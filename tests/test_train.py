@@ -85,6 +85,10 @@ def assert_same_state(a: dict, b: dict, **tolerance) -> None:
         ("box_constraints", (0.5, 0.0), "box_constraints must be positive"),
         ("seed", -1, "seed must be an int >= 0"),
         ("log_every", 0, "log_every must be a positive int"),
+        ("refine_at", (0,), r"refine_at must be an int in \[1, 120\), got 0"),
+        ("refine_at", (120,), r"refine_at must be an int in \[1, 120\), got 120"),
+        ("refine_at", (50, 30), r"refine_at must be strictly increasing, got \(50, 30\)"),
+        ("refine_at", "30", "refine_at must be a sequence of epochs, got '30'"),
     ],
 )
 def test_config_rejects_bad_values_naming_them(field, value, message):
@@ -439,3 +443,63 @@ def test_doublesym_network_trains_under_box_constraints():
     net = DynamicNet([stage], num_classes=CLASSES)
     Trainer(net, quiet(epochs=1, box_constraints=(0.5, 1.5))).fit(tiny_data(32))
     assert net.blocks[0].layers[0].weight.abs().max() <= 0.5
+
+
+# ------------------------------------------------------------------------------- refinement
+
+
+def test_refinement_at_an_epoch_refines_the_blocks_and_survives_a_resume(tmp_path):
+    """Refine after epoch 1; an interruption in epoch 3 resumes to the same end state."""
+    train, val = split(tiny_data(), 32)
+    config = quiet(epochs=3, refine_at=(1,))
+    torch.manual_seed(3)
+    uninterrupted = Interrupt(tiny_net(), after=10**9)
+    Trainer(uninterrupted, config, tmp_path / "a").fit(train, val)
+    (block,) = uninterrupted.net.blocks
+    assert block.t == (0.0, 0.2, 0.4, 0.7, 1.0) and block.t_theta == block.t[:-1]
+    assert load_checkpoint(tmp_path / "a" / "checkpoint.pt")["refinements"] == 1
+
+    torch.manual_seed(3)
+    steps_per_epoch = len(train) // 16
+    interrupted = Interrupt(tiny_net(), after=2 * steps_per_epoch + 2)  # in epoch 3
+    with pytest.raises(KeyboardInterrupt):
+        Trainer(interrupted, config, tmp_path / "b").fit(train, val)
+    saved = load_checkpoint(tmp_path / "b" / "checkpoint.pt")
+    assert saved["epoch"] == 2 and saved["refinements"] == 1
+
+    torch.manual_seed(99)
+    resumed = Interrupt(tiny_net(), after=10**9)  # unrefined: resuming refines it first
+    Trainer(resumed, config, tmp_path / "b").fit(train, val, resume=True)
+    assert_same_state(resumed.state_dict(), uninterrupted.state_dict())
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
+    for sa, sb in zip(a["optimizer"]["state"].values(), b["optimizer"]["state"].values()):
+        assert torch.equal(sa["momentum_buffer"], sb["momentum_buffer"])
+    assert a["scheduler"] == b["scheduler"]
+
+
+def test_refinement_keeps_the_learning_rate_and_momentum_of_the_running_optimizer():
+    train = tiny_data()
+    config = quiet(epochs=2, refine_at=(1,), schedule="cosine")
+    torch.manual_seed(0)
+    trainer = Trainer(tiny_net(), config)
+    seen = {}
+
+    def refine_and_look() -> None:
+        old = trainer.optimizer
+        momentum = {p: old.state[p]["momentum_buffer"].clone() for p in old.state}
+        lr = old.param_groups[0]["lr"]
+        Trainer._refine(trainer)
+        seen.update(lr=(lr, trainer.optimizer.param_groups[0]["lr"]), momentum=momentum)
+
+    trainer._refine = refine_and_look
+    trainer.fit(train)
+    before, after = seen["lr"]
+    assert after == before < config.lr  # the cosine schedule's value, not the initial lr
+    new_state = trainer.optimizer.state
+    assert all(p in new_state for p in seen["momentum"])  # the surviving parameters' momentum
+    assert len(new_state) == sum(1 for p in trainer.model.parameters())
+
+
+def test_refine_at_needs_dynamic_blocks():
+    with pytest.raises(ValueError, match="refine_at=\\(1,\\) but Sequential has no DynamicBlock"):
+        Trainer(nn.Sequential(nn.Flatten(), nn.LazyLinear(4)), quiet(refine_at=(1,)))

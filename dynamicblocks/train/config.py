@@ -33,6 +33,15 @@ def _choice(name: str, value: object, choices: tuple[str, ...]) -> str:
     return key
 
 
+def _refine_epochs(value: object, epochs: int) -> tuple[int, ...]:
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__iter__"):
+        raise ValueError(f"refine_at must be a sequence of epochs, got {value!r}")
+    refine_at = tuple(int_in_range("refine_at", e, 1, epochs) for e in value)
+    if any(b <= a for a, b in zip(refine_at, refine_at[1:])):
+        raise ValueError(f"refine_at must be strictly increasing, got {refine_at!r}")
+    return refine_at
+
+
 @dataclass
 class TrainConfig:
     """Settings of a :class:`~dynamicblocks.train.Trainer` run.
@@ -76,6 +85,12 @@ class TrainConfig:
             checks, which synchronise with the device).
         progress: show a tqdm progress bar (on rank 0 only).
         plot: write ``curves.png`` at the end (needs matplotlib).
+        refine_at: epochs after which every dynamic block of the model is
+            refined (:func:`dynamicblocks.refine_`: steps halved, controls
+            doubled, ``theta(t)`` kept), strictly increasing, each in
+            ``[1, epochs - 1]``. The optimiser keeps its momentum
+            (:func:`dynamicblocks.carry_optimizer_state`) and the schedule
+            goes on; checkpoints record how many refinements were done.
     """
 
     epochs: int = 120
@@ -96,6 +111,7 @@ class TrainConfig:
     log_every: int = 20
     progress: bool = True
     plot: bool = True
+    refine_at: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         self.epochs = positive_int("epochs", self.epochs)
@@ -120,6 +136,7 @@ class TrainConfig:
         self.amp = _choice("amp", self.amp, AMP_MODES)
         self.seed = int_in_range("seed", self.seed, 0)
         self.log_every = positive_int("log_every", self.log_every)
+        self.refine_at = _refine_epochs(self.refine_at, self.epochs)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-friendly dict."""

@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..data import CifarDataset
+from ..manifest import carry_optimizer_state, dynamic_blocks, refine_
 from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import Distributed
@@ -144,21 +145,52 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         if config.sync_batchnorm and dist.enabled and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        self.model = model
-        wrapped: nn.Module = model
-        if dist.enabled:
-            wrapped = DistributedDataParallel(
-                model, device_ids=[device] if device.type == "cuda" else None
+        if config.refine_at and not dynamic_blocks(model):
+            raise ValueError(
+                f"refine_at={config.refine_at} but {type(model).__name__} has no DynamicBlock"
             )
-        self._train_model = torch.compile(wrapped) if config.compile else wrapped
-        self._eval_model = torch.compile(model) if config.compile else model
+        self.model = model
+        self._wrap()
         self.optimizer = make_optimizer(model, config)
         self.scaler = torch.amp.GradScaler(device.type, enabled=config.amp == "fp16")
         self.box = BoxConstraints(*config.box_constraints) if config.box_constraints else None
         self.scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+        self._steps_per_epoch = 0
+        self.refinements = 0
         self.epoch = 0
         self.history: list[dict] = []
         self.best_acc = -math.inf
+
+    def _wrap(self) -> None:
+        """(Re)build the DDP and compile wrappers around :attr:`model`."""
+        wrapped: nn.Module = self.model
+        if self.dist.enabled:
+            device = self.dist.device
+            wrapped = DistributedDataParallel(
+                self.model, device_ids=[device] if device.type == "cuda" else None
+            )
+        compile_ = self.config.compile
+        self._train_model = torch.compile(wrapped) if compile_ else wrapped
+        self._eval_model = torch.compile(self.model) if compile_ else self.model
+
+    def _refine(self) -> None:
+        """Refine every dynamic block; the optimiser, schedule and wrappers follow."""
+        sources = refine_(self.model)
+        optimizer = make_optimizer(self.model, self.config)
+        scheduler = make_scheduler(optimizer, self.config, self._steps_per_epoch)
+        scheduler.load_state_dict(self.scheduler.state_dict())
+        carry_optimizer_state(self.optimizer, optimizer, sources)  # after: it sets the lr
+        self.optimizer, self.scheduler = optimizer, scheduler
+        self._wrap()
+        self.refinements += 1
+
+    def _refine_if_due(self) -> None:
+        refine_at = self.config.refine_at
+        while self.refinements < len(refine_at) and self.epoch >= refine_at[self.refinements]:
+            self._refine()
+            if self.config.progress and self.dist.is_main:
+                steps = [block.num_steps for block in dynamic_blocks(self.model)]
+                print(f"after epoch {self.epoch}: refined, steps per block {steps}", flush=True)
 
     @property
     def device(self) -> torch.device:
@@ -198,10 +230,12 @@ class Trainer:
             raise ValueError(
                 f"batch_size {config.batch_size} exceeds the training set of {len(train)} images"
             )
+        self._steps_per_epoch = steps_per_epoch
         self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch)
         if resume:
             self._resume()
         while self.epoch < config.epochs:
+            self._refine_if_due()
             record = self._train_epoch(train, steps_per_epoch)
             if val is not None:
                 figures = evaluate(
@@ -334,6 +368,7 @@ class Trainer:
             "best_acc": self.best_acc,
             "rng": rng_state(),
             "config": self.config.to_dict(),
+            "refinements": self.refinements,
             "extra": self.extra,
         }
 
@@ -349,6 +384,8 @@ class Trainer:
         if changed:
             details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
             raise ValueError(f"cannot resume {path} with different settings ({details})")
+        for _ in range(state.get("refinements", 0)):  # the checkpoint's shape of the model
+            self._refine()
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
