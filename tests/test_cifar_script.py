@@ -269,3 +269,28 @@ def test_refine_at_refines_during_training_and_evaluate_loads_the_refined_model(
     assert f"test accuracy {100 * results['test_acc']:.2f}%" in evaluation.stdout
     bad = run(*common, "--epochs", "2", "--refine-at", "one", "--out", str(out), cwd=tmp_path)
     assert bad.returncode != 0 and "--refine-at must be comma-separated epochs" in bad.stderr
+
+
+def test_remanifest_script_reports_every_scheme_and_step_count(data_dir, tmp_path):
+    out = tmp_path / "run"
+    common = ["--data-dir", str(data_dir), "--subset", "256", "--no-progress"]
+    result = run(*common, "--model", "preact_resnet8", "--epochs", "1", "--batch-size", "32",
+                 "--out", str(out), cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    script = ROOT / "examples" / "remanifest_cifar.py"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(script), str(out), "--schemes", "euler,rk4", "--steps", "1,2"]
+    report = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr
+    rows = json.loads((out / "remanifest.json").read_text())["rows"]
+    assert [(r["scheme"], r["steps"]) for r in rows] == [
+        ("euler", [1, 1, 1]), ("euler", [1, 1, 1]), ("euler", [2, 2, 2]),
+        ("rk4", [1, 1, 1]), ("rk4", [2, 2, 2]),
+    ]  # fmt: skip
+    results = json.loads((out / "results.json").read_text())
+    assert rows[0]["accuracy"] == pytest.approx(results["test_acc"])
+    assert rows[1]["accuracy"] == rows[0]["accuracy"]  # the trained manifestation again
+    assert "trained" in report.stdout and "rk4" in report.stdout
+    bad = subprocess.run(command[:3] + ["--schemes", "rk5"], env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert bad.returncode == 2 and "unknown scheme" in bad.stderr
