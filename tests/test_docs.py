@@ -1,0 +1,21 @@
+"""The code snippets of the documentation run as written."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = ["docs/continuous.md"]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_python_snippets_run_in_order(page, tmp_path, monkeypatch):
+    snippets = re.findall(r"```python\n(.*?)```", (ROOT / page).read_text(), re.S)
+    assert snippets, f"{page} has no python snippet"
+    monkeypatch.chdir(tmp_path)  # snippets may write files
+    namespace: dict = {}
+    for snippet in snippets:
+        exec(compile(snippet, page, "exec"), namespace)
