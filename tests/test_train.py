@@ -503,3 +503,15 @@ def test_refinement_keeps_the_learning_rate_and_momentum_of_the_running_optimize
 def test_refine_at_needs_dynamic_blocks():
     with pytest.raises(ValueError, match="refine_at=\\(1,\\) but Sequential has no DynamicBlock"):
         Trainer(nn.Sequential(nn.Flatten(), nn.LazyLinear(4)), quiet(refine_at=(1,)))
+
+
+def test_a_checkpoint_from_before_a_setting_existed_resumes_at_its_default(tmp_path):
+    train = tiny_data()
+    torch.manual_seed(0)
+    with pytest.raises(KeyboardInterrupt):  # in epoch 2
+        Trainer(Interrupt(tiny_net(), after=len(train) // 16 + 1), quiet(), tmp_path).fit(train)
+    state = load_checkpoint(tmp_path / "checkpoint.pt")
+    del state["config"]["refine_at"], state["refinements"]
+    atomic_save(state, tmp_path / "checkpoint.pt")
+    history = Trainer(Interrupt(tiny_net(), after=10**9), quiet(), tmp_path).fit(train, resume=True)
+    assert [r["epoch"] for r in history] == [1, 2]

@@ -377,7 +377,9 @@ class Trainer:
         if path is None or not path.is_file():
             raise FileNotFoundError(f"cannot resume: no checkpoint at {path}")
         state = load_checkpoint(path, map_location=self.device)
-        saved, current = state["config"], self.config.to_dict()
+        # a setting missing from an older checkpoint was trained at its default
+        saved = {**TrainConfig().to_dict(), **state["config"]}
+        current = self.config.to_dict()
         changed = sorted(
             key for key in current if key not in _FREE_ON_RESUME and saved.get(key) != current[key]
         )
