@@ -22,10 +22,11 @@ import time
 from pathlib import Path
 
 import torch
-from cifar10 import MODEL_ARGS, load_data, load_model
 
 import dynamicblocks as db
 from dynamicblocks.train import evaluate
+
+from cifar10 import MODEL_ARGS, load_data, load_model
 
 
 def _items(text: str, kind: type, flag: str) -> list:

@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -41,6 +39,8 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 import dynamicblocks as db  # noqa: E402
+
+from _fit import fit, positive  # noqa: E402
 
 A_TRUE = ((-0.1, 2.0), (-2.0, -0.1))
 U0 = (2.0, 0.0)
@@ -123,30 +123,15 @@ def train(
     Returns ``initial_loss`` (before the first step), ``final_loss`` (after the
     last one) and ``history``, the ``(iteration, loss)`` pairs that were printed.
     """
-    loss_fn = LOSSES[loss]
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
-    u0 = data[0]
-    history = []
-    for iteration in range(iterations):
-        optimizer.zero_grad(set_to_none=True)
-        value = loss_fn(predict(model, u0), data)
-        if not math.isfinite(value.item()):
-            raise FloatingPointError(
-                f"the loss is {value.item()} at iteration {iteration}: try a smaller --lr "
-                "or more --substeps"
-            )
-        value.backward()
-        optimizer.step()
-        if iteration == 0:
-            initial_loss = value.item()
-        if iteration % log_every == 0:
-            history.append((iteration, value.item()))
-            print(f"iteration {iteration:5d}  {loss} loss {value.item():.6f}", flush=True)
-    with torch.no_grad():
-        final_loss = loss_fn(predict(model, u0), data).item()
-    history.append((iterations, final_loss))
-    print(f"iteration {iterations:5d}  {loss} loss {final_loss:.6f}  (final)", flush=True)
-    return {"initial_loss": initial_loss, "final_loss": final_loss, "history": history}
+    loss_fn, u0 = LOSSES[loss], data[0]
+    return fit(
+        lambda: loss_fn(predict(model, u0), data),
+        torch.optim.Adam(model.parameters(), lr=lr),
+        iterations,
+        log_every,
+        metric=f"{loss} loss",
+        hint="try a smaller --lr or more --substeps",
+    )
 
 
 def plot(model: db.DynamicBlock, data: torch.Tensor, path: Path, title: str = "") -> None:
@@ -184,46 +169,30 @@ def plot(model: db.DynamicBlock, data: torch.Tensor, path: Path, title: str = ""
     plt.close(fig)
 
 
-def _positive(kind: type) -> Callable[[str], int | float]:
-    """An argparse type: ``kind(text)`` if it is positive, else a message naming the value."""
-
-    def parse(text: str) -> int | float:
-        what = "a positive integer" if kind is int else "a positive number"
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
-        if not 0 < value < math.inf:
-            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
-        return value
-
-    return parse
-
-
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add = parser.add_argument
-    add("--iterations", type=_positive(int), default=1500, help="Adam steps (default 1500)")
-    add("--lr", type=_positive(float), default=1e-2, help="Adam learning rate (default 1e-2)")
+    add("--iterations", type=positive(int), default=1500, help="Adam steps (default 1500)")
+    add("--lr", type=positive(float), default=1e-2, help="Adam learning rate (default 1e-2)")
     add("--scheme", default="rk4", choices=list(db.TABLEAUS), help="integration scheme")
     add(
         "--substeps",
-        type=_positive(int),
+        type=positive(int),
         default=2,
         help="model steps per sample interval (default 2: h = 0.05)",
     )
-    add("--hidden", type=_positive(int), default=50, help="width of the field's hidden layer")
+    add("--hidden", type=positive(int), default=50, help="width of the field's hidden layer")
     add("--loss", default="mse", choices=sorted(LOSSES))
     add(
         "--data-substeps",
-        type=_positive(int),
+        type=positive(int),
         default=40,
         help="RK4 steps per sample interval for the true trajectory (default 40)",
     )
     add("--seed", type=int, default=0)
-    add("--log-every", type=_positive(int), default=100, help="iterations between progress lines")
+    add("--log-every", type=positive(int), default=100, help="iterations between progress lines")
     add("--out", default="runs/spiral_ode", help="output directory (default: runs/spiral_ode)")
     return parser.parse_args(argv)
 

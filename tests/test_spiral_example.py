@@ -6,12 +6,14 @@ import contextlib
 import importlib.util
 import io
 import json
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "examples"))  # the examples import their helpers (_fit.py)
 SCRIPT = ROOT / "examples" / "spiral_ode.py"
 spec = importlib.util.spec_from_file_location("spiral_ode_example", SCRIPT)
 spiral = importlib.util.module_from_spec(spec)
