@@ -72,15 +72,12 @@ class ConvergenceResult:
     def plot(self, path: str | os.PathLike | None = None):
         """Log-log plot of error against step size, one line per scheme (needs matplotlib).
 
-        Returns the figure; saves it to ``path`` if given.
+        Returns the :class:`matplotlib.figure.Figure`; saves it to ``path`` if given.
         """
-        import matplotlib
+        from matplotlib.figure import Figure  # no pyplot: no backend or global state
 
-        if path is not None:
-            matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        figure, axes = plt.subplots(figsize=(5, 4))
+        figure = Figure(figsize=(5, 4))
+        axes = figure.subplots()
         for scheme, slope in self.slopes.items():
             rows = [r for r in self.rows if r["scheme"] == scheme and r["error"] > 0]
             axes.loglog([r["h"] for r in rows], [r["error"] for r in rows], "o-",
