@@ -4,6 +4,7 @@ from .activations import make_activation
 from .block import DynamicBlock
 from .connective import ConnectiveUnit
 from .grid import as_grid, refine_grid, step_sizes, uniform_grid
+from .implicit import ImplicitBlock
 from .layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
 from .manifest import (
     carry_optimizer_state,
@@ -22,6 +23,7 @@ from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 __version__ = "0.1.0"
 
 __all__ = [
+    "ImplicitBlock",
     "refine_to_match_",
     "time_regularization",
     "projection_matrix",
