@@ -18,11 +18,27 @@ from .network import DynamicNet, Stage
 from .norms import TvNorm, make_norm
 from .projection import projection_matrix
 from .regularization import time_regularization
+from .stability import (
+    THETA_SCHEMES,
+    amplification,
+    plot_stability_regions,
+    spectral_radius,
+    stability_region,
+    step_jacobian_spectrum,
+    theta_amplification,
+)
 from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "theta_amplification",
+    "step_jacobian_spectrum",
+    "stability_region",
+    "spectral_radius",
+    "plot_stability_regions",
+    "amplification",
+    "THETA_SCHEMES",
     "ImplicitBlock",
     "refine_to_match_",
     "time_regularization",

@@ -1,0 +1,477 @@
+"""Linear stability of the integration schemes, and of a trained block's steps.
+
+A Runge-Kutta scheme applied to the test equation ``y' = lambda y`` with step
+``h`` multiplies the state by the *stability function* (amplification factor)
+``R(z)``, ``z = h lambda``::
+
+    y_{k+1} = R(z) y_k,    R(z) = 1 + z b^T (I - z A)^{-1} 1.
+
+The step is stable (errors do not grow) where ``|R(z)| <= 1``: the scheme's
+*stability region*. For an explicit ``s``-stage scheme ``A`` is nilpotent and
+``R`` is the polynomial ``1 + sum_{j=1..s} (b^T A^{j-1} 1) z^j``; a scheme of
+order ``p`` agrees with ``exp(z)`` up to ``O(z^{p+1})``.
+
+For a trained block the same question is asked of the actual step map
+``x_k -> x_{k+1}``: :func:`step_jacobian_spectrum` returns the eigenvalues of
+its Jacobian at sample states. Locally, perturbations are multiplied by that
+Jacobian, so a step is (linearly) stable at a state when all its eigenvalues
+lie in the closed unit disk (:func:`spectral_radius` ``<= 1``). For a linear
+field ``f(x) = W x`` the Jacobian is exactly ``R(h W)``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import numbers
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+
+from ._validate import int_in_range, positive_int
+from .block import DynamicBlock
+from .tableaus import TABLEAUS, ButcherTableau, SchemeLike, get_tableau
+
+__all__ = [
+    "THETA_SCHEMES",
+    "amplification",
+    "theta_amplification",
+    "stability_region",
+    "plot_stability_regions",
+    "step_jacobian_spectrum",
+    "spectral_radius",
+]
+
+ComplexLike = complex | float | Sequence | np.ndarray | torch.Tensor
+"""A complex number, a (nested) sequence or array of them, or a tensor."""
+
+THETA_SCHEMES: dict[str, float] = {
+    "backward_euler": 1.0,
+    "trapezoid": 0.5,
+    "implicit_midpoint": 0.5,
+}
+"""Implicit one-step schemes by name, as members of the theta-method family.
+
+:class:`~dynamicblocks.ButcherTableau` holds explicit schemes only, so these
+are evaluated with :func:`theta_amplification` (the name ``"theta"`` with an
+explicit ``theta=`` argument gives any member of the family). The names are
+those of :class:`~dynamicblocks.implicit.ImplicitBlock`. The trapezoidal
+rule (Crank-Nicolson) and the implicit midpoint rule differ as methods but
+share ``R(z) = (1 + z/2) / (1 - z/2)`` on linear problems.
+"""
+
+
+def _as_complex(z: ComplexLike) -> torch.Tensor:
+    """``z`` as a complex128 tensor (on the device of ``z`` if it is a tensor)."""
+    if isinstance(z, torch.Tensor):
+        return z.detach().to(torch.complex128)
+    if isinstance(z, (bool, str, bytes)) or z is None:
+        raise TypeError(f"z must be a complex number, array or tensor, got {z!r}")
+    try:
+        array = np.asarray(z, dtype=np.complex128)
+    except (TypeError, ValueError) as error:
+        raise TypeError(f"z must be a complex number, array or tensor, got {z!r}") from error
+    return torch.from_numpy(array.copy())
+
+
+def _check_theta(theta: object) -> float:
+    is_real = isinstance(theta, numbers.Real) and not isinstance(theta, bool)
+    if not is_real or not 0.0 <= float(theta) <= 1.0:
+        raise ValueError(f"theta must be a real number in [0, 1], got {theta!r}")
+    return float(theta)
+
+
+def theta_amplification(theta: float, z: ComplexLike) -> torch.Tensor:
+    """The stability function of the theta-method ``y_{k+1} = y_k + h f((1-θ) y_k + θ y_{k+1})``.
+
+    On ``y' = lambda y`` (``z = h lambda``) the step multiplies by::
+
+        R(z) = (1 + (1 - theta) z) / (1 - theta z).
+
+    ``theta = 0`` is forward Euler, ``theta = 1/2`` the trapezoidal rule
+    (Crank-Nicolson; on linear problems also the implicit midpoint rule),
+    ``theta = 1`` backward Euler. Schemes with ``theta >= 1/2`` are A-stable
+    (``|R| <= 1`` on the whole left half-plane).
+
+    Args:
+        theta: the implicitness, a real number in ``[0, 1]``.
+        z: ``h lambda``: a complex (or real) number, array or tensor.
+
+    Returns:
+        ``R(z)`` as a complex128 tensor of the shape of ``z``. At the pole
+        ``z = 1 / theta`` the value is not finite.
+
+    Raises:
+        ValueError: if ``theta`` is not in ``[0, 1]``.
+        TypeError: if ``z`` is not numeric.
+    """
+    theta = _check_theta(theta)
+    z = _as_complex(z)
+    return (1 + (1 - theta) * z) / (1 - theta * z)
+
+
+def _polynomial(a: Sequence[Sequence[float]], b: Sequence[float]) -> list[float]:
+    """Coefficients ``[1, b.1, b.A1, b.A^2 1, ...]`` of ``R`` for a strictly lower ``A``."""
+    matrix = np.asarray(a, dtype=np.float64)
+    vector = np.ones(len(b))
+    coefficients = [1.0]
+    for _ in range(len(b)):
+        coefficients.append(float(np.dot(b, vector)))
+        vector = matrix @ vector
+    return coefficients
+
+
+def _rk_amplification(
+    a: Sequence[Sequence[float]], b: Sequence[float], z: torch.Tensor
+) -> torch.Tensor:
+    """``R(z) = 1 + z b^T (I - z A)^{-1} 1`` for any (also implicit) Butcher ``A``, ``b``.
+
+    A strictly lower-triangular ``A`` (explicit scheme) is evaluated exactly as
+    a polynomial by Horner's rule; any other ``A`` by a batched linear solve.
+    """
+    matrix = np.asarray(a, dtype=np.float64)
+    if not np.any(np.triu(matrix)):
+        coefficients = _polynomial(matrix, b)
+        result = torch.full_like(z, coefficients[-1])
+        for coefficient in reversed(coefficients[:-1]):
+            result = result * z + coefficient
+        return result
+    stages = len(b)
+    a_t = torch.as_tensor(matrix, dtype=torch.complex128, device=z.device)
+    b_t = torch.as_tensor(np.asarray(b, dtype=np.float64), dtype=torch.complex128, device=z.device)
+    eye = torch.eye(stages, dtype=torch.complex128, device=z.device)
+    flat = z.reshape(-1, 1, 1)
+    ones = torch.ones(flat.shape[0], stages, 1, dtype=torch.complex128, device=z.device)
+    stage_values = torch.linalg.solve(eye - flat * a_t, ones)  # (M, s, 1)
+    result = 1 + flat.reshape(-1) * (stage_values.squeeze(-1) @ b_t)
+    return result.reshape(z.shape)
+
+
+def _resolve(scheme: SchemeLike, theta: float | None) -> ButcherTableau | float:
+    """A tableau, or the theta of a theta-method scheme name."""
+    if isinstance(scheme, str):
+        key = scheme.lower()
+        if key == "theta":
+            if theta is None:
+                raise ValueError("scheme 'theta' needs a theta argument, a real number in [0, 1]")
+            return _check_theta(theta)
+        if theta is not None:
+            raise ValueError(f"theta is only used with scheme='theta', got scheme {scheme!r}")
+        if key in THETA_SCHEMES:
+            return THETA_SCHEMES[key]
+        if key not in TABLEAUS:
+            known = sorted(TABLEAUS) + sorted(THETA_SCHEMES) + ["theta"]
+            raise ValueError(
+                f"unknown scheme {scheme!r}; expected one of {known} or a ButcherTableau"
+            )
+    elif theta is not None:
+        raise ValueError(f"theta is only used with scheme='theta', got scheme {scheme!r}")
+    return get_tableau(scheme)
+
+
+def amplification(scheme: SchemeLike, z: ComplexLike, theta: float | None = None) -> torch.Tensor:
+    """The stability function ``R(z) = 1 + z b^T (I - z A)^{-1} 1`` of ``scheme``.
+
+    One step of the scheme on ``y' = lambda y`` maps ``y`` to ``R(h lambda) y``.
+    For the explicit schemes (every :data:`~dynamicblocks.TABLEAUS` entry and
+    every :class:`~dynamicblocks.ButcherTableau`, which holds explicit schemes
+    only) ``R`` is a polynomial of degree ``s`` (the number of stages) and is
+    evaluated exactly from its coefficients ``b^T A^{j-1} 1``; e.g. Euler gives
+    ``1 + z`` and classical RK4 ``1 + z + z^2/2 + z^3/6 + z^4/24``.
+
+    The implicit names of :data:`THETA_SCHEMES` (``"backward_euler"``,
+    ``"trapezoid"``, ``"implicit_midpoint"``) and
+    ``"theta"`` (with ``theta=``) are evaluated by :func:`theta_amplification`.
+
+    Args:
+        scheme: a name from :data:`~dynamicblocks.TABLEAUS` or
+            :data:`THETA_SCHEMES`, ``"theta"``, or a ButcherTableau
+            (names are case-insensitive).
+        z: ``h lambda``: a complex (or real) number, array or tensor.
+        theta: the implicitness for ``scheme="theta"`` only, in ``[0, 1]``.
+
+    Returns:
+        ``R(z)`` as a complex128 tensor of the shape of ``z`` (0-d for a
+        number; on the device of ``z`` if it is a tensor).
+
+    Raises:
+        ValueError: for an unknown scheme name, a missing or out-of-range
+            ``theta`` with ``"theta"``, or a ``theta`` given with another scheme.
+        TypeError: if ``scheme`` is neither a name nor a tableau, or ``z`` is
+            not numeric.
+    """
+    resolved = _resolve(scheme, theta)
+    if isinstance(resolved, float):
+        return theta_amplification(resolved, z)
+    return _rk_amplification(resolved.a, resolved.b, _as_complex(z))
+
+
+def _check_range(name: str, value: object) -> tuple[float, float]:
+    message = f"{name} must be a pair (low, high) of finite real numbers with low < high"
+    try:
+        low, high = value  # type: ignore[misc]
+    except (TypeError, ValueError):
+        raise ValueError(f"{message}, got {value!r}") from None
+    for v in (low, high):
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            raise ValueError(f"{message}, got {value!r}")
+    if not low < high:
+        raise ValueError(f"{message}, got {value!r}")
+    return float(low), float(high)
+
+
+def stability_region(
+    scheme: SchemeLike,
+    re: tuple[float, float] = (-5.0, 1.0),
+    im: tuple[float, float] = (-4.0, 4.0),
+    resolution: int = 400,
+    theta: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``|R(z)|`` of ``scheme`` on a uniform grid of the complex ``z = h lambda`` plane.
+
+    The stability region is where the returned magnitude is at most 1.
+
+    Args:
+        scheme: as for :func:`amplification`.
+        re: the ``(low, high)`` range of ``Re z``.
+        im: the ``(low, high)`` range of ``Im z``.
+        resolution: grid points per axis, at least 2.
+        theta: as for :func:`amplification` (``scheme="theta"`` only).
+
+    Returns:
+        ``(real, imag, magnitude)``, float64 tensors of shape
+        ``(resolution, resolution)`` in ``meshgrid(..., indexing="xy")``
+        layout (``real`` varies along columns, ``imag`` along rows), ready for
+        ``Axes.contour(real, imag, magnitude, levels=[1])``. A pole of an
+        implicit scheme that falls on the grid gives a non-finite magnitude.
+
+    Raises:
+        ValueError: for a bad range or resolution, or as :func:`amplification`.
+    """
+    re_low, re_high = _check_range("re", re)
+    im_low, im_high = _check_range("im", im)
+    resolution = int_in_range("resolution", resolution, 2)
+    real_axis = torch.linspace(re_low, re_high, resolution, dtype=torch.float64)
+    imag_axis = torch.linspace(im_low, im_high, resolution, dtype=torch.float64)
+    real, imag = torch.meshgrid(real_axis, imag_axis, indexing="xy")
+    magnitude = amplification(scheme, torch.complex(real, imag), theta=theta).abs()
+    return real, imag, magnitude
+
+
+def _label(scheme: SchemeLike, theta: float | None) -> str:
+    if isinstance(scheme, ButcherTableau):
+        return scheme.name
+    if isinstance(scheme, str) and scheme.lower() == "theta" and theta is not None:
+        return f"theta={theta:g}"
+    return str(scheme).lower()
+
+
+def plot_stability_regions(
+    schemes: SchemeLike | Sequence[SchemeLike],
+    path: str | os.PathLike | None = None,
+    re: tuple[float, float] = (-5.0, 1.0),
+    im: tuple[float, float] = (-4.0, 4.0),
+    resolution: int = 400,
+    theta: float | None = None,
+    title: str | None = "Stability regions |R(hλ)| ≤ 1",
+    figsize: tuple[float, float] = (6.4, 5.6),
+) -> Figure:
+    """Draw the stability region ``|R(z)| <= 1`` of each scheme in the ``z = h lambda`` plane.
+
+    Each region is filled (translucent) and outlined in its own colour, with a
+    legend entry per scheme; the axes are labelled ``Re(hλ)`` and ``Im(hλ)``
+    and drawn with equal aspect. The figure is a plain
+    :class:`matplotlib.figure.Figure` (no pyplot, the backend is untouched).
+
+    Args:
+        schemes: one scheme or a sequence of schemes, each as for
+            :func:`amplification`.
+        path: if given, the figure is saved there (format from the suffix).
+        re: the ``(low, high)`` range of ``Re z`` shown.
+        im: the ``(low, high)`` range of ``Im z`` shown.
+        resolution: grid points per axis, at least 2.
+        theta: used by entries named ``"theta"`` (and only allowed with them).
+        title: the axes title (``None`` for none).
+        figsize: the figure size in inches.
+
+    Returns:
+        The figure.
+
+    Raises:
+        ValueError: for an empty ``schemes``, or as :func:`stability_region`.
+    """
+    if isinstance(schemes, (str, ButcherTableau)):
+        schemes = [schemes]
+    schemes = list(schemes)
+    if not schemes:
+        raise ValueError("schemes must name at least one scheme, got an empty sequence")
+    if theta is not None and not any(isinstance(s, str) and s.lower() == "theta" for s in schemes):
+        raise ValueError("theta is only used with a scheme named 'theta', and none is given")
+    regions = []
+    for scheme in schemes:
+        entry_theta = theta if isinstance(scheme, str) and scheme.lower() == "theta" else None
+        regions.append(
+            (_label(scheme, entry_theta), stability_region(scheme, re, im, resolution, entry_theta))
+        )
+
+    figure = Figure(figsize=figsize, layout="constrained")
+    axes = figure.add_subplot()
+    colors = [f"C{i % 10}" for i in range(len(regions))]
+    handles = []
+    for color, (label, (real, imag, magnitude)) in zip(colors, regions):
+        x, y = real.numpy(), imag.numpy()
+        # Cap (and fill poles): the level-1 boundary is unchanged, contouring stays finite.
+        values = np.nan_to_num(np.minimum(magnitude.numpy(), 2.0), nan=2.0)
+        low, high = values.min(), values.max()
+        if low <= 1.0:
+            axes.contourf(x, y, values, levels=[0.0, 1.0], colors=[color], alpha=0.18)
+        if low < 1.0 < high:
+            axes.contour(x, y, values, levels=[1.0], colors=[color], linewidths=1.6)
+        handles.append(Line2D([], [], color=color, linewidth=1.6, label=label))
+    axes.axhline(0.0, color="0.5", linewidth=0.6)
+    axes.axvline(0.0, color="0.5", linewidth=0.6)
+    axes.set_xlim(*_check_range("re", re))
+    axes.set_ylim(*_check_range("im", im))
+    axes.set_aspect("equal")
+    axes.set_xlabel("Re(hλ)")
+    axes.set_ylabel("Im(hλ)")
+    if title:
+        axes.set_title(title)
+    axes.legend(handles=handles, loc="best", fontsize="small")
+    if path is not None:
+        figure.savefig(path)
+    return figure
+
+
+def _jacobians(work: DynamicBlock, states: torch.Tensor, vectorize: bool) -> torch.Tensor:
+    """Per-sample Jacobians ``(N, D, D)`` of the block's map at ``states`` ``(N, *)``."""
+    shape = states.shape[1:]
+
+    def step_map(state: torch.Tensor) -> torch.Tensor:
+        return work(state.reshape(1, *shape)).reshape(-1)
+
+    flat = states.reshape(states.shape[0], -1)
+    if vectorize:
+        return torch.func.vmap(torch.func.jacrev(step_map))(flat)
+    return torch.stack([torch.autograd.functional.jacobian(step_map, row) for row in flat])
+
+
+def step_jacobian_spectrum(
+    block: DynamicBlock,
+    x: torch.Tensor,
+    step: int = 0,
+    along_trajectory: bool = True,
+    dtype: torch.dtype | None = torch.float64,
+    vectorize: bool = True,
+    max_dim: int = 4096,
+) -> torch.Tensor:
+    """Eigenvalues of the Jacobian of one step ``x_k -> x_{k+1}`` of a block, per sample.
+
+    The single-step map is the block re-manifested on the one interval
+    ``(t[k], t[k+1])`` (same scheme, same ``theta(t)``, so the same controls as
+    step ``k`` of the block). Its Jacobian with respect to the flattened state
+    (``D = prod(x.shape[1:])``) is taken per sample (``torch.func.jacrev``
+    under ``vmap``, or ``torch.autograd.functional.jacobian`` in a loop), which
+    is fine for small states: it costs ``D`` backward passes and an eigen-
+    decomposition of a ``D x D`` matrix per sample.
+
+    Perturbations of ``x_k`` are multiplied by this Jacobian, so the step is
+    (locally, linearly) stable at a sample when all its eigenvalues lie in the
+    closed unit disk, i.e. :func:`spectral_radius` ``<= 1``. For a linear
+    field ``f(x) = W x`` the Jacobian is ``R(h W)`` with the scheme's
+    :func:`amplification` polynomial ``R``, so its eigenvalues are
+    ``R(h mu)`` for the eigenvalues ``mu`` of ``W``.
+
+    The block is not changed: the work is done on a deep copy, in eval mode
+    (BatchNorm uses its running statistics, which are not updated, and each
+    sample is mapped on its own), with ``requires_grad`` off for the copy's
+    parameters, so no ``.grad`` is written and the result carries no graph.
+
+    Args:
+        block: the (trained) dynamic block.
+        x: sample inputs ``(N, *)`` on the block's device.
+        step: the step ``k`` in ``[0, block.num_steps)``.
+        along_trajectory: if true, ``x`` is the block's input and step ``k``
+            is linearised at the state ``x_k`` that the block (in eval mode)
+            reaches from ``x`` after ``k`` steps; if false, ``x`` is ``x_k``
+            itself. Same thing for ``step=0``.
+        dtype: the floating dtype of the computation (default float64 for
+            accurate eigenvalues); ``None`` keeps the block's dtype.
+        vectorize: ``vmap(jacrev)`` if true; a per-sample loop with
+            ``torch.autograd.functional.jacobian`` if false (for layers that
+            ``vmap`` does not support).
+        max_dim: refuse states with more than this many entries ``D``.
+
+    Returns:
+        ``(N, D)`` complex eigenvalues, each row sorted by decreasing modulus.
+
+    Raises:
+        TypeError: if ``block`` is not a DynamicBlock or ``x`` not a tensor.
+        ValueError: for ``x`` without a batch dimension or with an empty one,
+            a ``step`` out of range, or ``D > max_dim``.
+    """
+    if not isinstance(block, DynamicBlock):
+        raise TypeError(f"block must be a DynamicBlock, got {type(block).__name__}")
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"x must be a tensor of shape (N, *), got {type(x).__name__}")
+    if x.dim() < 2 or x.shape[0] < 1:
+        raise ValueError(
+            f"x must have shape (N, *) with N >= 1 and a state of at least one dimension, "
+            f"got shape {tuple(x.shape)}"
+        )
+    step = int_in_range("step", step, 0, block.num_steps)
+    max_dim = positive_int("max_dim", max_dim)
+    dim = math.prod(x.shape[1:])
+    if dim > max_dim:
+        raise ValueError(
+            f"the state has D = {dim} entries, more than max_dim = {max_dim}; the Jacobian is "
+            "D x D per sample, so pass smaller states or raise max_dim"
+        )
+    if dtype is not None and not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point dtype or None, got {dtype}")
+
+    work = copy.deepcopy(block)
+    work.eval()
+    work.requires_grad_(False)
+    if dtype is not None:
+        work.to(dtype)
+    states = x.detach() if dtype is None else x.detach().to(dtype)
+    t = block.t
+    if along_trajectory and step > 0:
+        work.remanifest_(t=t[: step + 1])
+        with torch.no_grad():
+            states = work(states)
+    work.remanifest_(t=(t[step], t[step + 1]))
+    jacobians = _jacobians(work, states, vectorize).detach()
+    eigenvalues = torch.linalg.eigvals(jacobians)
+    order = eigenvalues.abs().argsort(dim=-1, descending=True)
+    return eigenvalues.gather(-1, order)
+
+
+def spectral_radius(eigenvalues: torch.Tensor) -> torch.Tensor:
+    """The largest modulus along the last dimension, e.g. of :func:`step_jacobian_spectrum`.
+
+    ``spectral_radius(step_jacobian_spectrum(block, x))`` gives one value per
+    sample; the step is linearly stable at a sample when it is at most 1.
+
+    Args:
+        eigenvalues: a real or complex tensor ``(..., D)`` with ``D >= 1``.
+
+    Returns:
+        A real tensor of shape ``(...)``.
+
+    Raises:
+        TypeError: if ``eigenvalues`` is not a tensor.
+        ValueError: if it is 0-d or its last dimension is empty.
+    """
+    if not isinstance(eigenvalues, torch.Tensor):
+        raise TypeError(f"eigenvalues must be a tensor, got {type(eigenvalues).__name__}")
+    if eigenvalues.dim() < 1 or eigenvalues.shape[-1] < 1:
+        raise ValueError(
+            f"eigenvalues must have shape (..., D) with D >= 1, got {tuple(eigenvalues.shape)}"
+        )
+    return eigenvalues.abs().amax(dim=-1)
