@@ -12,6 +12,7 @@ from torch.func import functional_call
 from .grid import GridLike, as_grid, refine_grid
 from .projection import basis_matrix, projection_matrix
 from .tableaus import ButcherTableau, SchemeLike, get_tableau
+from .timeblock import TimeBlock, check_module, format_times
 from .weights import StageControl, check_interpolation, resolve_stage_controls
 
 __all__ = ["DynamicBlock"]
@@ -48,14 +49,7 @@ def _average_modules(modules: list[nn.Module]) -> nn.Module:
     return average
 
 
-def _format_times(values: tuple[float, ...]) -> str:
-    shown = [f"{v:g}" for v in values]
-    if len(shown) > 7:
-        shown = shown[:3] + ["..."] + shown[-2:]
-    return "[" + ", ".join(shown) + "]"
-
-
-class DynamicBlock(nn.Module):
+class DynamicBlock(TimeBlock):
     """A residual block read as an ODE ``dx/dt = f(x; theta(t))`` on a time grid.
 
     The block integrates the layer function ``f`` from ``t[0]`` to ``t[-1]``
@@ -100,8 +94,7 @@ class DynamicBlock(nn.Module):
         interpolation: str = "constant",
     ) -> None:
         super().__init__()
-        if not isinstance(layer, nn.Module):
-            raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
+        check_module("layer", layer)
         t = as_grid(t, name="t")
         t_theta = t[:-1] if t_theta is None else as_grid(t_theta, "t_theta", 1)
         tableau = get_tableau(scheme)
@@ -145,36 +138,9 @@ class DynamicBlock(nn.Module):
         return tuple(steps), len(slots)
 
     @property
-    def t(self) -> tuple[float, ...]:
-        """The state grid."""
-        return self._t
-
-    @property
-    def t_theta(self) -> tuple[float, ...]:
-        """The control times."""
-        return self._t_theta
-
-    @property
     def tableau(self) -> ButcherTableau:
         """The integration scheme."""
         return self._tableau
-
-    @property
-    def interpolation(self) -> str:
-        """How weights depend on time: ``"constant"`` or ``"linear"``."""
-        return self._interpolation
-
-    @property
-    def num_steps(self) -> int:
-        """Number of time steps ``len(t) - 1``."""
-        return len(self._t) - 1
-
-    def reset_parameters(self) -> None:
-        """Re-initialise every control independently (each submodule's ``reset_parameters``)."""
-        for layer in self.layers:
-            for module in layer.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
 
     def remanifest_(self, t: GridLike | None = None, scheme: SchemeLike | None = None) -> None:
         """Put the block on grid ``t`` and/or ``scheme`` in place, keeping ``theta(t)``.
@@ -324,8 +290,8 @@ class DynamicBlock(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"t={_format_times(self._t)} ({self.num_steps} steps), "
+            f"t={format_times(self._t)} ({self.num_steps} steps), "
             f"scheme={self._tableau.name}, "
-            f"t_theta={_format_times(self._t_theta)} ({len(self._t_theta)} controls), "
+            f"t_theta={format_times(self._t_theta)} ({len(self._t_theta)} controls), "
             f"interpolation={self._interpolation}"
         )

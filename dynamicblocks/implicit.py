@@ -41,11 +41,11 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from ._validate import int_in_range, positive_int
 from .fixed_point import anderson
 from .grid import GridLike, as_grid, step_sizes
+from .timeblock import TimeBlock, check_module, evaluate_control
 from .weights import StageControl, check_interpolation, resolve_stage_controls
 
 __all__ = ["ImplicitBlock", "IMPLICIT_SCHEMES", "ConvergenceWarning", "ConvergenceError"]
@@ -75,7 +75,7 @@ def _unit_interval(name: str, value: object) -> float:
     return float(value)
 
 
-class ImplicitBlock(nn.Module):
+class ImplicitBlock(TimeBlock):
     """A dynamic block stepped by an implicit scheme (see the module docstring).
 
     Weights in time work as in :class:`~dynamicblocks.DynamicBlock`: one copy
@@ -112,8 +112,7 @@ class ImplicitBlock(nn.Module):
         on_failure: str = "warn",
     ) -> None:
         super().__init__()
-        if not isinstance(layer, nn.Module):
-            raise TypeError(f"layer must be an nn.Module, got {type(layer).__name__}")
+        check_module("layer", layer)
         if scheme not in IMPLICIT_SCHEMES:
             raise ValueError(f"scheme must be one of {tuple(IMPLICIT_SCHEMES)}, got {scheme!r}")
         if scheme == "theta":
@@ -142,36 +141,8 @@ class ImplicitBlock(nn.Module):
         self.solver_stats: list[dict] = []
         self.backward_stats: list[dict] = []
 
-    @property
-    def t(self) -> tuple[float, ...]:
-        """The state grid."""
-        return self._t
-
-    @property
-    def t_theta(self) -> tuple[float, ...]:
-        """The control times."""
-        return self._t_theta
-
-    @property
-    def num_steps(self) -> int:
-        """Number of time steps ``len(t) - 1``."""
-        return len(self._t) - 1
-
-    def reset_parameters(self) -> None:
-        """Re-initialise every control independently (each submodule's ``reset_parameters``)."""
-        for layer in self.layers:
-            for module in layer.modules():
-                if hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-
     def _field(self, control: StageControl, y: torch.Tensor) -> torch.Tensor:
-        layer = self.layers[control.owner]
-        if control.right is None:
-            return layer(y)
-        left, right = self.layers[control.left], self.layers[control.right]
-        pairs = zip(self._param_names, left.parameters(), right.parameters())
-        blended = {name: torch.lerp(p, q, control.weight) for name, p, q in pairs}
-        return functional_call(layer, blended, (y,))
+        return evaluate_control(self.layers, self._param_names, control, y)
 
     def _report(self, stats: list[dict], what: str, step: int, result) -> None:
         stats.append({"step": step, "iterations": result.iterations,

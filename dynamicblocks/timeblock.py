@@ -1,0 +1,81 @@
+"""What every block on a time grid shares: grid, control times, evaluating a control."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from .weights import StageControl
+
+__all__ = ["TimeBlock", "evaluate_control", "check_module", "format_times"]
+
+
+def check_module(name: str, value: object) -> nn.Module:
+    """Return ``value`` if it is an ``nn.Module``, else raise a TypeError naming ``name``."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be an nn.Module, got {type(value).__name__}")
+    return value
+
+
+def format_times(values: tuple[float, ...]) -> str:
+    """A short rendering of a grid for ``extra_repr``."""
+    shown = [f"{v:g}" for v in values]
+    if len(shown) > 7:
+        shown = shown[:3] + ["..."] + shown[-2:]
+    return "[" + ", ".join(shown) + "]"
+
+
+def evaluate_control(
+    layers: Sequence[nn.Module], names: tuple[str, ...], control: StageControl, x: torch.Tensor
+) -> torch.Tensor:
+    """The field at ``x`` with the weights ``control`` stands for.
+
+    A control ``left`` as it is, or ``(1 - w) theta[left] + w theta[right]``
+    evaluated by the ``owner`` module (whose buffers are used), with ``names``
+    the parameter names of one control.
+    """
+    if control.right is None:
+        return layers[control.left](x)
+    pairs = zip(names, layers[control.left].parameters(), layers[control.right].parameters())
+    params = {name: torch.lerp(p, q, control.weight) for name, p, q in pairs}
+    return functional_call(layers[control.owner], params, (x,))
+
+
+class TimeBlock(nn.Module):
+    """Base of the blocks: a state grid ``t``, control times ``t_theta``, an interpolation.
+
+    Subclasses set ``_t``, ``_t_theta`` and ``_interpolation``.
+    """
+
+    _t: tuple[float, ...]
+    _t_theta: tuple[float, ...]
+    _interpolation: str
+
+    @property
+    def t(self) -> tuple[float, ...]:
+        """The state grid."""
+        return self._t
+
+    @property
+    def t_theta(self) -> tuple[float, ...]:
+        """The control times."""
+        return self._t_theta
+
+    @property
+    def interpolation(self) -> str:
+        """How weights depend on time: ``"constant"`` or ``"linear"``."""
+        return self._interpolation
+
+    @property
+    def num_steps(self) -> int:
+        """Number of time steps ``len(t) - 1``."""
+        return len(self._t) - 1
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every control independently (each submodule's ``reset_parameters``)."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
