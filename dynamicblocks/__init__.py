@@ -4,6 +4,7 @@ from .activations import make_activation
 from .block import DynamicBlock
 from .connective import ConnectiveUnit
 from .grid import as_grid, refine_grid, step_sizes, uniform_grid
+from .hamiltonian import HamiltonianBlock, LeapfrogBlock
 from .implicit import ImplicitBlock
 from .layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
 from .manifest import (
@@ -32,6 +33,8 @@ from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 __version__ = "0.1.0"
 
 __all__ = [
+    "LeapfrogBlock",
+    "HamiltonianBlock",
     "theta_amplification",
     "step_jacobian_spectrum",
     "stability_region",
