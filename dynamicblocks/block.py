@@ -12,7 +12,7 @@ from torch.func import functional_call
 from .grid import GridLike, as_grid, refine_grid
 from .projection import basis_matrix, projection_matrix
 from .tableaus import ButcherTableau, SchemeLike, get_tableau
-from .timeblock import TimeBlock, check_module, format_times
+from .timeblock import TimeBlock, blend_parameters, check_module, format_times
 from .weights import StageControl, check_interpolation, resolve_stage_controls
 
 __all__ = ["DynamicBlock"]
@@ -257,10 +257,6 @@ class DynamicBlock(TimeBlock):
         block._configure(self._t, self._tableau, t_theta, interpolation)
         return block
 
-    def _blend(self, left: int, right: int, weight: float) -> dict[str, torch.Tensor]:
-        pairs = zip(self.layers[left].parameters(), self.layers[right].parameters())
-        return {name: torch.lerp(p, q, weight) for name, (p, q) in zip(self._param_names, pairs)}
-
     def forward(self, x: torch.Tensor, return_trajectory: bool = False) -> torch.Tensor:
         """Integrate from ``t[0]`` to ``t[-1]`` starting at ``x``.
 
@@ -281,7 +277,9 @@ class DynamicBlock(TimeBlock):
                 else:
                     slot, left, right, weight = stage.blend
                     if blends[slot] is None:
-                        blends[slot] = self._blend(left, right, weight)
+                        blends[slot] = blend_parameters(
+                            self._param_names, layers[left], layers[right], weight
+                        )
                     slopes.append(functional_call(layers[stage.control], blends[slot], (y,)))
             x = _combine(x, step.update, slopes)
             if trajectory is not None:

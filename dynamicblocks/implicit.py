@@ -138,6 +138,7 @@ class ImplicitBlock(TimeBlock):
         self._param_names = tuple(name for name, _ in layer.named_parameters())
         times = (0.5,) if scheme == "implicit_midpoint" else (0.0, 1.0)
         self._controls = resolve_stage_controls(self._t, times, self._t_theta, interpolation)
+        self._h = step_sizes(self._t)
         self.solver_stats: list[dict] = []
         self.backward_stats: list[dict] = []
 
@@ -223,7 +224,7 @@ class ImplicitBlock(TimeBlock):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Integrate from ``t[0]`` to ``t[-1]`` starting at ``x`` (``(N, *)`` -> ``(N, *)``)."""
         self.solver_stats, self.backward_stats = [], []
-        for step, h in enumerate(step_sizes(self._t)):
+        for step, h in enumerate(self._h):
             x = self._solve(step, x, h)
         return x
 

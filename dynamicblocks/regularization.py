@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .block import DynamicBlock
 from .grid import step_sizes
+from .manifest import dynamic_blocks
 
 __all__ = ["time_regularization", "NORMS"]
 
@@ -35,7 +35,7 @@ def time_regularization(module: nn.Module, norm: str = "l2") -> torch.Tensor:
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     terms = []
-    for block in (m for m in module.modules() if isinstance(m, DynamicBlock)):
+    for block in dynamic_blocks(module):
         layers = list(block.layers)
         if len(layers) < 2:
             continue

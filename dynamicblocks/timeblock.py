@@ -10,7 +10,7 @@ from torch.func import functional_call
 
 from .weights import StageControl
 
-__all__ = ["TimeBlock", "evaluate_control", "check_module", "format_times"]
+__all__ = ["TimeBlock", "blend_parameters", "evaluate_control", "check_module", "format_times"]
 
 
 def check_module(name: str, value: object) -> nn.Module:
@@ -28,6 +28,14 @@ def format_times(values: tuple[float, ...]) -> str:
     return "[" + ", ".join(shown) + "]"
 
 
+def blend_parameters(
+    names: tuple[str, ...], left: nn.Module, right: nn.Module, weight: float
+) -> dict[str, torch.Tensor]:
+    """``(1 - weight) * left + weight * right`` for every parameter, keyed by ``names``."""
+    pairs = zip(names, left.parameters(), right.parameters())
+    return {name: torch.lerp(p, q, weight) for name, p, q in pairs}
+
+
 def evaluate_control(
     layers: Sequence[nn.Module], names: tuple[str, ...], control: StageControl, x: torch.Tensor
 ) -> torch.Tensor:
@@ -39,8 +47,7 @@ def evaluate_control(
     """
     if control.right is None:
         return layers[control.left](x)
-    pairs = zip(names, layers[control.left].parameters(), layers[control.right].parameters())
-    params = {name: torch.lerp(p, q, control.weight) for name, p, q in pairs}
+    params = blend_parameters(names, layers[control.left], layers[control.right], control.weight)
     return functional_call(layers[control.owner], params, (x,))
 
 
