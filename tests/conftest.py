@@ -9,6 +9,15 @@ def _seed():
     np.random.seed(0)
 
 
+@pytest.fixture
+def float64():
+    """Float64 as the default dtype for one test (for checks to round-off), restored after."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
 def random_grid(steps: int, start: float = 0.0, stop: float = 1.0, seed: int = 0) -> list[float]:
     """A non-uniform grid: random step sizes between 0.3 and 1.7 times the mean."""
     rng = np.random.default_rng(seed)

@@ -17,12 +17,7 @@ GRID = (0.0, 0.1, 0.25, 0.5)  # non-uniform
 SCHEMES = ["backward_euler", "trapezoid", "implicit_midpoint"]
 
 
-@pytest.fixture(autouse=True)
-def _float64():
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 def block(scheme="backward_euler", t=GRID, **kwargs) -> ImplicitBlock:

@@ -12,14 +12,7 @@ import dynamicblocks as db
 from dynamicblocks import MLP, DynamicBlock, refine_grid, uniform_grid
 from dynamicblocks.analysis import convergence_test, fit_slope
 
-
-@pytest.fixture(autouse=True)
-def _float64():
-    """This module checks to round-off: float64 throughout."""
-    previous = torch.get_default_dtype()
-    torch.set_default_dtype(torch.float64)
-    yield
-    torch.set_default_dtype(previous)
+pytestmark = pytest.mark.usefixtures("float64")  # checks to round-off
 
 
 def smooth_block(interpolation="linear", scheme="rk4", steps=4, controls=(0.0, 0.5, 1.0)):
