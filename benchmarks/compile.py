@@ -21,26 +21,14 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import re
 import time
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-import dynamicblocks as db
-
 from _timing import interleaved_medians, set_threads
-
-
-def build(name: str) -> nn.Module:
-    """``rknet`` or ``preact_resnet<depth>`` (depth = 6n + 2)."""
-    if name == "rknet":
-        return db.rknet()
-    match = re.fullmatch(r"preact_resnet(\d+)", name)
-    if match is None:
-        raise ValueError(f"model must be rknet or preact_resnet<depth>, got {name!r}")
-    return db.preact_resnet(int(match.group(1)))
+from handwritten import library_preset
 
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y) -> torch.Tensor:
@@ -53,7 +41,7 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, x, y) -> torc
 
 def bench_model(name: str, args: argparse.Namespace) -> None:
     torch.manual_seed(0)
-    eager = build(name)
+    eager = library_preset(name)
     compiled = torch.compile(copy.deepcopy(eager), fullgraph=True, mode=args.mode)
     x = torch.randn(args.batch_size, 3, 32, 32)
     y = torch.randint(0, 10, (args.batch_size,))
@@ -92,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     for name in args.models:
         try:
-            build(name)  # a bad name fails before any compilation
+            library_preset(name)  # a bad name fails before any compilation
         except ValueError as error:
             parser.error(f"--models: {error}")
     set_threads(args.threads)

@@ -24,17 +24,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
-import re
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-import dynamicblocks as db
-
 from _timing import interleaved_medians
-from handwritten import PreactResNet, RKNet, same_weights
+from handwritten import build_pair
 
 PEAK_BF16_TFLOPS = {  # dense, no sparsity, from the vendors' data sheets
     "H200": 989.4,
@@ -57,19 +54,6 @@ def peak_tflops(device: torch.device, override: float | None) -> float | None:
         if key in name:
             return value
     return None
-
-
-def build_pair(name: str) -> tuple[nn.Module, nn.Module]:
-    """The library network ``name`` and its hand-written twin, with the same weights."""
-    if name == "rknet":
-        library, hand = db.rknet(), RKNet()
-    else:
-        match = re.fullmatch(r"preact_resnet(\d+)", name)
-        if match is None:
-            raise ValueError(f"model must be rknet or preact_resnet<depth>, got {name!r}")
-        library, hand = db.preact_resnet(int(match.group(1))), PreactResNet(int(match.group(1)))
-    same_weights(library, hand)
-    return library, hand
 
 
 @torch.no_grad()

@@ -7,9 +7,13 @@ entry by entry; the benchmarks then check that the outputs agree before timing.
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+import dynamicblocks as db
 
 
 class Connective(nn.Module):
@@ -135,3 +139,22 @@ def same_weights(library: nn.Module, hand: nn.Module) -> None:
         if value.shape != slot.shape:
             raise RuntimeError(f"{name} {tuple(value.shape)} vs {other} {tuple(slot.shape)}")
     hand.load_state_dict(dict(zip(target, source.values())))
+
+
+def library_preset(name: str) -> nn.Module:
+    """The library's ``rknet()`` or ``preact_resnet(depth)`` for ``"preact_resnet<depth>"``."""
+    if name == "rknet":
+        return db.rknet()
+    match = re.fullmatch(r"preact_resnet(\d+)", name)
+    if match is None:
+        raise ValueError(f"model must be rknet or preact_resnet<depth>, got {name!r}")
+    return db.preact_resnet(int(match.group(1)))
+
+
+def build_pair(name: str) -> tuple[nn.Module, nn.Module]:
+    """The library network ``name`` and its hand-written twin, with the same weights."""
+    library = library_preset(name)
+    # library_preset has checked the name
+    hand = RKNet() if name == "rknet" else PreactResNet(int(name.removeprefix("preact_resnet")))
+    same_weights(library, hand)
+    return library, hand

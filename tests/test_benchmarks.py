@@ -13,7 +13,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from gpu import build_pair  # noqa: E402
+from handwritten import build_pair  # noqa: E402
 from ode_libraries import importable  # noqa: E402
 
 
