@@ -134,27 +134,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _floats(name: str, text: str | None) -> list[float] | None:
+def _numbers(flag: str, text: str | None, kind: type = float, what: str = "numbers") -> list | None:
+    """``text`` split at commas into ``kind`` values (None for None), or exit naming ``flag``."""
     if text is None:
         return None
     try:
-        return [float(v) for v in text.split(",")]
+        return [kind(v) for v in text.split(",")]
     except ValueError:
-        raise SystemExit(f"--{name} must be comma-separated numbers, got {text!r}") from None
-
-
-def _epochs(text: str | None) -> tuple[int, ...]:
-    if text is None:
-        return ()
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise SystemExit(f"--refine-at must be comma-separated epochs, got {text!r}") from None
+        raise SystemExit(f"{flag} must be comma-separated {what}, got {text!r}") from None
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     """The network that --model, --scheme, --steps or --grid, and --controls ask for."""
-    grid, controls = _floats("grid", args.grid), _floats("controls", args.controls)
+    grid, controls = _numbers("--grid", args.grid), _numbers("--controls", args.controls)
     scheme = {} if args.scheme is None else {"scheme": args.scheme}
     if args.model == "rknet":
         if args.steps is not None:
@@ -256,7 +248,7 @@ def train_model(args: argparse.Namespace, dist: Distributed) -> None:
         seed=args.seed,
         log_every=args.log_every,
         progress=args.progress,
-        refine_at=_epochs(args.refine_at),
+        refine_at=tuple(_numbers("--refine-at", args.refine_at, int, "epochs") or ()),
     )
     torch.manual_seed(args.seed)
     train, val, test, num_classes = load_data(args, dist.device)
