@@ -14,8 +14,15 @@ from .manifest import (
     refine_to_match_,
     remanifest,
 )
-from .models import preact_resnet, rknet, rknet_from_original
-from .network import DynamicNet, Stage
+from .models import (
+    hamiltonian_net,
+    parabolic_net,
+    preact_resnet,
+    rknet,
+    rknet_from_original,
+    second_order_net,
+)
+from .network import BLOCKS, DynamicNet, Stage
 from .norms import TvNorm, make_norm
 from .projection import projection_matrix
 from .regularization import time_regularization
@@ -33,6 +40,10 @@ from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 __version__ = "0.1.0"
 
 __all__ = [
+    "BLOCKS",
+    "parabolic_net",
+    "hamiltonian_net",
+    "second_order_net",
     "LeapfrogBlock",
     "HamiltonianBlock",
     "theta_amplification",

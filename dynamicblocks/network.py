@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -13,49 +14,117 @@ from .activations import ActLike
 from .block import DynamicBlock
 from .connective import ConnectiveUnit
 from .grid import GridLike
+from .hamiltonian import HamiltonianBlock, LeapfrogBlock
+from .implicit import ImplicitBlock
 from .norms import NormLike
 from .tableaus import SchemeLike
 
-__all__ = ["Stage", "DynamicNet"]
+__all__ = ["Stage", "DynamicNet", "BLOCKS"]
+
+BLOCKS: dict[str, type[nn.Module]] = {
+    "dynamic": DynamicBlock,
+    "implicit": ImplicitBlock,
+    "hamiltonian": HamiltonianBlock,
+    "leapfrog": LeapfrogBlock,
+}
+"""The block kinds a :class:`Stage` can name, and their classes."""
+
+_FIXED_SCHEME = {"hamiltonian": "Verlet", "leapfrog": "leapfrog"}
 
 
 @dataclass(frozen=True)
 class Stage:
-    """One stage of a :class:`DynamicNet`: a dynamic block, then a connective unit.
+    """One stage of a :class:`DynamicNet`: a block on a time grid, then a connective unit.
+
+    The block is ``BLOCKS[block](layer(c), t, scheme=scheme, t_theta=t_theta,
+    interpolation=interpolation, **options)``, where ``c`` is the number of
+    channels its field acts on: ``width`` for ``"dynamic"``, ``"implicit"``
+    and ``"leapfrog"``, ``width // 2`` for ``"hamiltonian"``, whose state is
+    the two channel halves ``(y, z)`` (``width`` must then be even).
+    ``scheme=None`` leaves the block's default; the Hamiltonian (Verlet) and
+    leapfrog blocks have a fixed scheme and take none.
 
     Args:
-        width: channels inside the dynamic block.
+        width: channels inside the block.
         out_channels: channels after the connective unit.
         layer: factory ``channels -> nn.Module`` building the layer function
             (e.g. ``lambda c: PreactDoubleLayer(c)``).
         t: the block's state grid.
-        scheme: the block's integration scheme.
+        scheme: the block's integration scheme: an explicit one (name or
+            :class:`~dynamicblocks.ButcherTableau`) for ``"dynamic"``, one of
+            :data:`~dynamicblocks.implicit.IMPLICIT_SCHEMES` for ``"implicit"``; None
+            for the block's default (``"euler"``, ``"backward_euler"``).
         t_theta: the block's control times (default: one per step).
         interpolation: ``"constant"`` or ``"linear"``.
         pool: pooling of the connective unit (``"avg"``, ``"max"`` or None).
         kernel_size: kernel size of the connective convolution.
+        block: the kind of block, a key of :data:`BLOCKS`: ``"dynamic"``
+            (:class:`~dynamicblocks.DynamicBlock`), ``"implicit"``
+            (:class:`~dynamicblocks.ImplicitBlock`), ``"hamiltonian"``
+            (:class:`~dynamicblocks.HamiltonianBlock`) or ``"leapfrog"``
+            (:class:`~dynamicblocks.LeapfrogBlock`).
+        options: further keyword arguments of the block, e.g.
+            ``{"theta": 0.5}`` or ``{"tol": 1e-4}`` (implicit),
+            ``{"start": "taylor"}`` (leapfrog).
     """
 
     width: int
     out_channels: int
     layer: Callable[[int], nn.Module]
     t: GridLike
-    scheme: SchemeLike = "euler"
+    scheme: SchemeLike | None = None
     t_theta: GridLike | None = None
     interpolation: str = "constant"
     pool: str | None = "avg"
     kernel_size: int = 1
+    block: str = "dynamic"
+    options: Mapping[str, Any] | None = None
+
+    def build_block(self, name: str = "stage") -> nn.Module:
+        """The stage's block, freshly built (``name`` prefixes error messages).
+
+        Raises:
+            ValueError: for an unknown ``block``, a scheme given to a block with a
+                fixed scheme, or an odd ``width`` for ``"hamiltonian"``.
+        """
+        if self.block not in BLOCKS:
+            raise ValueError(f"{name}.block must be one of {tuple(BLOCKS)}, got {self.block!r}")
+        kwargs = dict(self.options or {})
+        if self.scheme is not None:
+            if self.block in _FIXED_SCHEME:
+                raise ValueError(
+                    f"{name}.scheme = {self.scheme!r}, but a {self.block!r} block always "
+                    f"steps by the {_FIXED_SCHEME[self.block]} scheme; leave scheme=None"
+                )
+            kwargs["scheme"] = self.scheme
+        channels = self.width
+        if self.block == "hamiltonian":
+            if self.width % 2:
+                raise ValueError(
+                    f"{name}.width = {self.width}, but a 'hamiltonian' block splits its "
+                    "channels into two halves (y, z); width must be even"
+                )
+            channels = self.width // 2
+        return BLOCKS[self.block](
+            self.layer(channels),
+            self.t,
+            t_theta=self.t_theta,
+            interpolation=self.interpolation,
+            **kwargs,
+        )
 
 
 class DynamicNet(nn.Module):
     """A ResNet-like network of dynamic blocks.
 
-    ``opening (3x3 conv -> norm -> act) -> [DynamicBlock -> ConnectiveUnit] per
+    ``opening (3x3 conv -> norm -> act) -> [block -> ConnectiveUnit] per
     stage -> global average pool -> linear``.
 
-    Each stage's block is built from its own layer factory, grid, scheme and
+    Each stage's block (explicit, implicit, Hamiltonian or leapfrog, see
+    :class:`Stage`) is built from its own layer factory, grid, scheme and
     width; its controls are then initialised independently
-    (:meth:`DynamicBlock.reset_parameters`), as the layers of a ResNet are.
+    (``reset_parameters``), as the layers of a
+    ResNet are.
 
     Args:
         stages: the stages, in order. ``stages[i + 1].width`` must equal
@@ -96,10 +165,8 @@ class DynamicNet(nn.Module):
         )
         self.blocks = nn.ModuleList()
         self.connectives = nn.ModuleList()
-        for stage in stages:
-            block = DynamicBlock(
-                stage.layer(stage.width), stage.t, stage.scheme, stage.t_theta, stage.interpolation
-            )
+        for i, stage in enumerate(stages):
+            block = stage.build_block(f"stages[{i}]")
             block.reset_parameters()
             self.blocks.append(block)
             self.connectives.append(

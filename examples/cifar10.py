@@ -3,6 +3,7 @@
     python examples/cifar10.py --subset 512 --epochs 1          # a quick check, CPU
     python examples/cifar10.py                                  # the original DynamicBlocks run
     python examples/cifar10.py --model preact_resnet56 --schedule cosine --amp bf16 --compile
+    python examples/cifar10.py --model hamiltonian --box-constraints 1 1   # Ruthotto & Haber
     torchrun --nproc_per_node 4 examples/cifar10.py --sync-bn   # 4 GPUs, DDP
     python examples/cifar10.py --out runs/x --resume            # continue an interrupted run
     python examples/cifar10.py --evaluate runs/x/best.pt        # test accuracy of a saved model
@@ -40,6 +41,12 @@ from dynamicblocks.train import (
 
 # Arguments that define the network (stored in config.json, reused by --evaluate).
 MODEL_ARGS = ("dataset", "model", "scheme", "steps", "grid", "controls")
+# Ruthotto & Haber's PDE-motivated networks, by --model name.
+PDE_NETS = {
+    "parabolic": db.parabolic_net,
+    "hamiltonian": db.hamiltonian_net,
+    "second_order": db.second_order_net,
+}
 STATS = {
     "cifar10": (data.CIFAR10_MEAN, data.CIFAR10_STD),
     "cifar100": (data.CIFAR100_MEAN, data.CIFAR100_STD),
@@ -59,7 +66,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=True,
         help="download the official archive if the data is missing (default: yes)",
     )
-    add("--model", default="rknet", help="rknet or preact_resnet<6n+2> (20, 32, 44, 56, 110)")
+    add(
+        "--model",
+        default="rknet",
+        help="rknet, preact_resnet<6n+2> (20, 32, 44, 56, 110), or one of Ruthotto & Haber's "
+        f"{', '.join(PDE_NETS)}",
+    )
     add(
         "--scheme",
         default=None,
@@ -73,7 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="steps per block, uniform over the model's time interval",
     )
     grid.add_argument("--grid", default=None, help="the state grid of every block, e.g. 0,0.5,2,4")
-    add("--controls", default=None, help="rknet only: control times t_theta, e.g. 0,2,4")
+    add(
+        "--controls",
+        default=None,
+        help="control times t_theta of every block, e.g. 0,2,4 (not for preact_resnet)",
+    )
     add("--epochs", type=int, default=120)
     add(
         "--refine-at",
@@ -157,11 +173,23 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
         if controls is not None:
             times["t_theta"] = controls
         return db.rknet(num_classes, **times, **scheme)
+    if args.model in PDE_NETS:
+        if scheme and args.model != "parabolic":
+            raise SystemExit(f"--scheme is not for {args.model}, whose blocks have a fixed scheme")
+        if args.steps is not None:
+            grid = list(db.uniform_grid(0.0, 3.0, args.steps))
+        times = {} if grid is None else {"t": grid}
+        if controls is not None:
+            times["t_theta"] = controls
+        return PDE_NETS[args.model](num_classes, **times, **scheme)
     match = re.fullmatch(r"preact_resnet(\d+)", args.model)
     if match is None:
-        raise SystemExit(f"--model must be rknet or preact_resnet<6n+2>, got {args.model!r}")
+        raise SystemExit(
+            f"--model must be rknet, preact_resnet<6n+2> or one of {', '.join(PDE_NETS)}, "
+            f"got {args.model!r}"
+        )
     if controls is not None:
-        raise SystemExit("--controls is for rknet; preact_resnet keeps one control per step")
+        raise SystemExit("--controls is not for preact_resnet, which keeps one control per step")
     depth = int(match.group(1))
     if args.steps is not None:
         grid = [float(k) for k in range(args.steps + 1)]

@@ -14,7 +14,7 @@ import pytest
 import torch
 from cifar_archive import make_batches, write_folder
 
-from dynamicblocks import DynamicBlock, uniform_grid
+from dynamicblocks import DynamicBlock, HamiltonianBlock, LeapfrogBlock, uniform_grid
 from dynamicblocks.train import Trainer, load_checkpoint, read_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,13 +204,31 @@ def test_model_flags_build_the_asked_for_networks():
     assert list(net.blocks[0].t) == [0, 1, 1.5, 3]
 
 
+def test_pde_model_flags_build_ruthotto_habers_networks():
+    net = cifar10.build_model(_args("--model", "parabolic"), 10)
+    assert [b.tableau.name for b in net.blocks] == ["euler"] * 3
+    assert list(net.blocks[0].t) == [0, 1, 2, 3]
+    net = cifar10.build_model(_args("--model", "parabolic", "--scheme", "rk4", "--steps", "6"), 10)
+    assert net.blocks[0].tableau.name == "rk4" and net.blocks[0].t == uniform_grid(0.0, 3.0, 6)
+    net = cifar10.build_model(_args("--model", "hamiltonian", "--controls", "0"), 100)
+    assert all(isinstance(b, HamiltonianBlock) and len(b.layers1) == 1 for b in net.blocks)
+    net = cifar10.build_model(_args("--model", "second_order", "--grid", "0,1,3"), 10)
+    assert all(isinstance(b, LeapfrogBlock) and b.num_steps == 2 for b in net.blocks)
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--model", "resnet18"], "--model must be rknet or preact_resnet<6n\\+2>, got 'resnet18'"),
+        (
+            ["--model", "resnet18"],
+            "--model must be rknet, preact_resnet<6n\\+2> or one of parabolic, hamiltonian, "
+            "second_order, got 'resnet18'",
+        ),
         (["--model", "preact_resnet21"], "depth must be 6n \\+ 2"),
         (["--model", "preact_resnet20", "--steps", "4"], "t must have 4 points for depth 20"),
-        (["--model", "preact_resnet20", "--controls", "0,1"], "--controls is for rknet"),
+        (["--model", "preact_resnet20", "--controls", "0,1"], "--controls is not for preact"),
+        (["--model", "hamiltonian", "--scheme", "rk4"], "--scheme is not for hamiltonian"),
+        (["--model", "second_order", "--scheme", "euler"], "--scheme is not for second_order"),
         (["--grid", "0,a,1"], "--grid must be comma-separated numbers, got '0,a,1'"),
         (["--scheme", "rk5"], "rk5"),
     ],
