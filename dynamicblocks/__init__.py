@@ -14,6 +14,7 @@ from .manifest import (
     refine_to_match_,
     remanifest,
 )
+from .memory import MEMORY_MODES, set_memory
 from .models import (
     hamiltonian_net,
     parabolic_net,
@@ -40,6 +41,8 @@ from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 __version__ = "0.1.0"
 
 __all__ = [
+    "MEMORY_MODES",
+    "set_memory",
     "BLOCKS",
     "parabolic_net",
     "hamiltonian_net",

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import copy
+from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
 
+from ._buffers import buffers_restored
+from .adjoint import adjoint_integrate
 from .grid import GridLike, as_grid, refine_grid
 from .projection import basis_matrix, projection_matrix
 from .tableaus import ButcherTableau, SchemeLike, get_tableau
@@ -23,7 +27,7 @@ class _Stage(NamedTuple):
 
     increments: tuple[tuple[int, float], ...]  # (j, h * a_ij) for a_ij != 0
     control: int  # module that evaluates the stage (owns the buffers)
-    blend: tuple[int, int, int, float] | None  # (slot, left, right, w) if interpolated
+    blend: int | None  # slot of the interpolated parameters, if interpolated
 
 
 class _Step(NamedTuple):
@@ -79,11 +83,17 @@ class DynamicBlock(TimeBlock):
         t_theta: control times, strictly increasing, at least one point.
             Default: ``t[:-1]`` (one control per step, a ResNet).
         interpolation: ``"constant"`` or ``"linear"``.
+        memory: ``"full"`` (default: autograd stores every stage),
+            ``"checkpoint"`` (store each step's input, recompute the step in
+            backward) or ``"adjoint"`` (store nothing, solve the adjoint
+            equation backwards); see :mod:`dynamicblocks.memory`.
 
     Shape:
         input ``(N, *)`` (e.g. ``(N, C, H, W)`` or ``(N, D)``), output the
         same; with ``return_trajectory=True`` the output is ``(len(t), N, *)``.
     """
+
+    memory_modes = ("full", "checkpoint", "adjoint")
 
     def __init__(
         self,
@@ -92,9 +102,11 @@ class DynamicBlock(TimeBlock):
         scheme: SchemeLike = "euler",
         t_theta: GridLike | None = None,
         interpolation: str = "constant",
+        memory: str = "full",
     ) -> None:
         super().__init__()
         check_module("layer", layer)
+        self.memory = memory
         t = as_grid(t, name="t")
         t_theta = t[:-1] if t_theta is None else as_grid(t_theta, "t_theta", 1)
         tableau = get_tableau(scheme)
@@ -114,12 +126,12 @@ class DynamicBlock(TimeBlock):
         controls = resolve_stage_controls(t, tableau.c, t_theta, interpolation)
         self._t, self._tableau = t, tableau
         self._t_theta, self._interpolation = t_theta, interpolation
-        self._steps, self._num_blends = self._plan(controls)
+        self._steps, self._blends = self._plan(controls)
 
     def _plan(
         self, controls: tuple[tuple[StageControl, ...], ...]
-    ) -> tuple[tuple[_Step, ...], int]:
-        """Turn per-stage controls and the tableau into the forward loop's plan."""
+    ) -> tuple[tuple[_Step, ...], tuple[StageControl, ...]]:
+        """The forward loop's plan, and the interpolated controls by slot."""
         tableau = self._tableau
         slots: dict[StageControl, int] = {}
         steps = []
@@ -130,12 +142,11 @@ class DynamicBlock(TimeBlock):
                 increments = tuple((j, h * a) for j, a in enumerate(tableau.a[i]) if a != 0.0)
                 blend = None
                 if control.right is not None:
-                    slot = slots.setdefault(control, len(slots))
-                    blend = (slot, control.left, control.right, control.weight)
+                    blend = slots.setdefault(control, len(slots))
                 stages.append(_Stage(increments, control.owner, blend))
             update = tuple((i, h * b) for i, b in enumerate(tableau.b) if b != 0.0)
             steps.append(_Step(tuple(stages), update))
-        return tuple(steps), len(slots)
+        return tuple(steps), tuple(slots)
 
     @property
     def tableau(self) -> ButcherTableau:
@@ -265,26 +276,56 @@ class DynamicBlock(TimeBlock):
             return_trajectory: if true, return the states at every grid point
                 stacked as ``(len(t), N, *)`` instead of only the final state.
         """
+        if self._memory == "adjoint" and torch.is_grad_enabled():
+            return adjoint_integrate(self, x, return_trajectory)
+        checkpointed = self._memory == "checkpoint" and torch.is_grad_enabled()
         trajectory = [x] if return_trajectory else None
-        blends: list = [None] * self._num_blends
         layers = list(self.layers)  # plain indexing: ModuleList.__getitem__ costs per stage
+        blends = self._blend_parameters(layers)
         for step in self._steps:
-            slopes: list[torch.Tensor] = []
-            for stage in step.stages:
-                y = _combine(x, stage.increments, slopes)
-                if stage.blend is None:
-                    slopes.append(layers[stage.control](y))
-                else:
-                    slot, left, right, weight = stage.blend
-                    if blends[slot] is None:
-                        blends[slot] = blend_parameters(
-                            self._param_names, layers[left], layers[right], weight
-                        )
-                    slopes.append(functional_call(layers[stage.control], blends[slot], (y,)))
-            x = _combine(x, step.update, slopes)
+            if checkpointed:
+                x = checkpoint(
+                    self._step,
+                    x,
+                    step,
+                    layers,
+                    blends,
+                    use_reentrant=False,
+                    context_fn=self._recompute_context,
+                )
+            else:
+                x = self._step(x, step, layers, blends)
             if trajectory is not None:
                 trajectory.append(x)
         return torch.stack(trajectory) if trajectory is not None else x
+
+    def _blend_parameters(self, layers: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
+        """The interpolated parameters of every blended control, by slot."""
+        return [
+            blend_parameters(self._param_names, layers[c.left], layers[c.right], c.weight)
+            for c in self._blends
+        ]
+
+    def _step(
+        self,
+        x: torch.Tensor,
+        step: _Step,
+        layers: list[nn.Module],
+        blends: list[dict[str, torch.Tensor]],
+    ) -> torch.Tensor:
+        """One Runge-Kutta step of the plan from state ``x``."""
+        slopes: list[torch.Tensor] = []
+        for stage in step.stages:
+            y = _combine(x, stage.increments, slopes)
+            if stage.blend is None:
+                slopes.append(layers[stage.control](y))
+            else:
+                slopes.append(functional_call(layers[stage.control], blends[stage.blend], (y,)))
+        return _combine(x, step.update, slopes)
+
+    def _recompute_context(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """Checkpointing's contexts: none for the forward, buffers kept for the recomputation."""
+        return nullcontext(), buffers_restored(self)
 
     def extra_repr(self) -> str:
         return (

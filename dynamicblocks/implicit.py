@@ -93,7 +93,10 @@ class ImplicitBlock(TimeBlock):
         interpolation: ``"constant"`` or ``"linear"``.
         tol: relative tolerance of the forward and backward solves.
         max_iter: the most evaluations of ``f`` per solve.
-        memory: Anderson's history length (0: plain fixed-point iteration).
+        anderson_memory: Anderson's history length (0: plain fixed-point
+            iteration). (Not to be confused with :attr:`memory`, the memory
+            mode of the backward pass, which for this block is ``"full"``: its
+            implicit-function-theorem backward stores no iterations.)
         on_failure: ``"warn"`` (default), ``"raise"`` or ``"ignore"`` when a
             solve stops above ``tol``.
     """
@@ -108,7 +111,7 @@ class ImplicitBlock(TimeBlock):
         interpolation: str = "constant",
         tol: float = 1e-6,
         max_iter: int = 50,
-        memory: int = 5,
+        anderson_memory: int = 5,
         on_failure: str = "warn",
     ) -> None:
         super().__init__()
@@ -132,7 +135,7 @@ class ImplicitBlock(TimeBlock):
         self._interpolation = check_interpolation(interpolation)
         self.scheme, self.theta = scheme, theta
         self.tol, self.max_iter = float(tol), positive_int("max_iter", max_iter)
-        self.memory = int_in_range("memory", memory, 0)
+        self.anderson_memory = int_in_range("anderson_memory", anderson_memory, 0)
         self.on_failure = on_failure
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in self._t_theta)
         self._param_names = tuple(name for name, _ in layer.named_parameters())
@@ -184,8 +187,9 @@ class ImplicitBlock(TimeBlock):
             if slope is None:
                 slope = self._field(controls[0], x)
             predictor = torch.add(x, slope.detach(), alpha=h)  # explicit Euler
-            result = anderson(lambda y: G(y, inputs), predictor, self.tol, self.max_iter,
-                              self.memory)  # fmt: skip
+            result = anderson(
+                lambda y: G(y, inputs), predictor, self.tol, self.max_iter, self.anderson_memory
+            )
         self._report(self.solver_stats, "forward", step, result)
         solution = result.solution.detach()
         out = G(solution, inputs)
@@ -215,7 +219,7 @@ class ImplicitBlock(TimeBlock):
                 return grad + jtw
 
             with torch.no_grad():
-                result = anderson(vjp_map, grad, self.tol, self.max_iter, self.memory)
+                result = anderson(vjp_map, grad, self.tol, self.max_iter, self.anderson_memory)
             self._report(self.backward_stats, "backward", step, result)
             return result.solution
 

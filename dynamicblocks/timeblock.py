@@ -54,12 +54,37 @@ def evaluate_control(
 class TimeBlock(nn.Module):
     """Base of the blocks: a state grid ``t``, control times ``t_theta``, an interpolation.
 
-    Subclasses set ``_t``, ``_t_theta`` and ``_interpolation``.
+    Subclasses set ``_t``, ``_t_theta`` and ``_interpolation``, and list the
+    memory modes they offer in ``memory_modes`` (see :mod:`dynamicblocks.memory`).
     """
 
     _t: tuple[float, ...]
     _t_theta: tuple[float, ...]
     _interpolation: str
+    _memory: str = "full"
+    memory_modes: tuple[str, ...] = ("full",)
+
+    @property
+    def memory(self) -> str:
+        """How backward gets the activations, one of :attr:`memory_modes`. Settable.
+
+        See :mod:`dynamicblocks.memory` for the modes.
+        """
+        return self._memory
+
+    @memory.setter
+    def memory(self, mode: str) -> None:
+        if mode not in self.memory_modes:
+            hint = ""
+            if mode == "reversible":
+                hint = "; 'reversible' needs an invertible block (HamiltonianBlock, LeapfrogBlock)"
+            elif mode == "adjoint":
+                hint = "; 'adjoint' is offered by DynamicBlock"
+            raise ValueError(
+                f"memory must be one of {self.memory_modes} for a {type(self).__name__}, "
+                f"got {mode!r}{hint}"
+            )
+        self._memory = mode
 
     @property
     def t(self) -> tuple[float, ...]:

@@ -178,7 +178,7 @@ def test_memory_does_not_grow_with_the_number_of_iterations():
         ({"tol": 0.0}, "tol must be a positive number, got 0.0"),
         ({"tol": -1e-6}, "tol must be a positive number, got -1e-06"),
         ({"max_iter": 0}, "max_iter must be a positive int, got 0"),
-        ({"memory": -1}, r"memory must be an int >= 0, got -1"),
+        ({"anderson_memory": -1}, r"anderson_memory must be an int >= 0, got -1"),
         ({"on_failure": "shout"}, "on_failure must be one of"),
     ],
 )
