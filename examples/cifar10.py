@@ -90,6 +90,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="control times t_theta of every block, e.g. 0,2,4 (not for preact_resnet)",
     )
+    add(
+        "--memory",
+        default="full",
+        choices=db.MEMORY_MODES,
+        help="how backward gets the blocks' activations: store all (full), recompute each "
+        "step (checkpoint), solve the adjoint ODE (adjoint), or invert the blocks "
+        "(reversible: hamiltonian, second_order)",
+    )
     add("--epochs", type=int, default=120)
     add(
         "--refine-at",
@@ -161,7 +169,16 @@ def _numbers(flag: str, text: str | None, kind: type = float, what: str = "numbe
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
-    """The network that --model, --scheme, --steps or --grid, and --controls ask for."""
+    """The network that --model, --scheme, --steps or --grid, --controls and --memory ask for."""
+    model = _network(args, num_classes)
+    try:
+        db.set_memory(model, args.memory)
+    except ValueError as error:
+        raise SystemExit(f"--memory {args.memory}: {error}") from None
+    return model
+
+
+def _network(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     grid, controls = _numbers("--grid", args.grid), _numbers("--controls", args.controls)
     scheme = {} if args.scheme is None else {"scheme": args.scheme}
     if args.model == "rknet":

@@ -216,6 +216,13 @@ def test_pde_model_flags_build_ruthotto_habers_networks():
     assert all(isinstance(b, LeapfrogBlock) and b.num_steps == 2 for b in net.blocks)
 
 
+def test_memory_flag_sets_every_block():
+    net = cifar10.build_model(_args("--memory", "adjoint"), 10)
+    assert [b.memory for b in net.blocks] == ["adjoint"] * 3
+    net = cifar10.build_model(_args("--model", "preact_resnet8", "--memory", "checkpoint"), 10)
+    assert [b.memory for b in net.blocks] == ["checkpoint"] * 3
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [
@@ -230,6 +237,7 @@ def test_pde_model_flags_build_ruthotto_habers_networks():
         (["--model", "hamiltonian", "--scheme", "rk4"], "--scheme is not for hamiltonian"),
         (["--model", "second_order", "--scheme", "euler"], "--scheme is not for second_order"),
         (["--grid", "0,a,1"], "--grid must be comma-separated numbers, got '0,a,1'"),
+        (["--memory", "reversible"], "--memory reversible: block 'blocks.0'.*needs an invertible"),
         (["--scheme", "rk5"], "rk5"),
     ],
 )
