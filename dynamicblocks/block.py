@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-from contextlib import AbstractContextManager, nullcontext
 from typing import NamedTuple
 
 import torch
@@ -11,7 +10,6 @@ from torch import nn
 from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
-from ._buffers import buffers_restored
 from .adjoint import adjoint_integrate
 from .grid import GridLike, as_grid, refine_grid
 from .projection import basis_matrix, projection_matrix
@@ -322,10 +320,6 @@ class DynamicBlock(TimeBlock):
             else:
                 slopes.append(functional_call(layers[stage.control], blends[stage.blend], (y,)))
         return _combine(x, step.update, slopes)
-
-    def _recompute_context(self) -> tuple[AbstractContextManager, AbstractContextManager]:
-        """Checkpointing's contexts: none for the forward, buffers kept for the recomputation."""
-        return nullcontext(), buffers_restored(self)
 
     def extra_repr(self) -> str:
         return (

@@ -36,10 +36,12 @@ import copy
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from .grid import GridLike, as_grid
+from .reversible import leapfrog_reversible, verlet_reversible
 from .timeblock import TimeBlock, check_module, evaluate_control, format_times
-from .weights import check_interpolation, resolve_stage_controls
+from .weights import StageControl, check_interpolation, resolve_stage_controls
 
 __all__ = ["HamiltonianBlock", "LeapfrogBlock"]
 
@@ -57,10 +59,18 @@ class _ControlledBlock(TimeBlock):
     one control per step, the default, is a plain stack of layers);
     ``"linear"`` blends the two controls around ``t_k`` (held constant beyond
     the first and last control time).
+
+    Memory modes (:mod:`dynamicblocks.memory`): ``"full"``, ``"checkpoint"``
+    (each step recomputed in backward) and ``"reversible"`` (states rebuilt
+    by the inverse in backward, :mod:`dynamicblocks.reversible`). With
+    ``return_trajectory=True`` every state is kept anyway, and ``"reversible"``
+    backpropagates through them as ``"full"`` does.
     """
 
+    memory_modes = ("full", "checkpoint", "reversible")
+
     def _setup(
-        self, t: GridLike, t_theta: GridLike | None, interpolation: str
+        self, t: GridLike, t_theta: GridLike | None, interpolation: str, memory: str
     ) -> tuple[float, ...]:
         t = as_grid(t, name="t")
         t_theta = t[:-1] if t_theta is None else as_grid(t_theta, "t_theta", 1)
@@ -69,7 +79,22 @@ class _ControlledBlock(TimeBlock):
         self._t, self._t_theta, self._interpolation = t, t_theta, interpolation
         self._h = tuple(right - left for left, right in zip(t, t[1:]))
         self._controls = controls
+        self.memory = memory
         return t_theta
+
+    def _mode(self, return_trajectory: bool) -> str:
+        """The memory mode this forward pass runs in (``"full"`` without autograd)."""
+        if not torch.is_grad_enabled():
+            return "full"
+        if return_trajectory and self._memory == "reversible":
+            return "full"
+        return self._memory
+
+    def _run_step(self, checkpointed: bool, step, *args):
+        """``step(*args)``, through ``torch.utils.checkpoint`` if ``checkpointed``."""
+        if checkpointed:
+            return checkpoint(step, *args, use_reentrant=False, context_fn=self._recompute_context)
+        return step(*args)
 
     def extra_repr(self) -> str:
         return (
@@ -159,6 +184,8 @@ class HamiltonianBlock(_ControlledBlock):
             Default: ``t[:-1]``.
         interpolation: ``"constant"`` or ``"linear"``.
         layer2: prototype of ``F2`` (default: a copy of ``layer``).
+        memory: ``"full"``, ``"checkpoint"`` or ``"reversible"`` (see
+            :mod:`dynamicblocks.memory`).
 
     Shape:
         a tensor ``(N, C, *)`` with even ``C``, split along dim 1 into
@@ -176,11 +203,12 @@ class HamiltonianBlock(_ControlledBlock):
         t_theta: GridLike | None = None,
         interpolation: str = "constant",
         layer2: nn.Module | None = None,
+        memory: str = "full",
     ) -> None:
         super().__init__()
         check_module("layer", layer)
         layer2 = layer if layer2 is None else check_module("layer2", layer2)
-        t_theta = self._setup(t, t_theta, interpolation)
+        t_theta = self._setup(t, t_theta, interpolation, memory)
         self.layers1 = nn.ModuleList(copy.deepcopy(layer) for _ in t_theta)
         self.layers2 = nn.ModuleList(copy.deepcopy(layer2) for _ in t_theta)
         self._names1 = tuple(name for name, _ in layer.named_parameters())
@@ -201,18 +229,35 @@ class HamiltonianBlock(_ControlledBlock):
             ValueError: if a tensor ``x`` has an odd number of channels.
         """
         y, z = _split(x, "x")
-        ys, zs = [y], [z]
-        f1, f2 = list(self.layers1), list(self.layers2)
-        for h, control in zip(self._h, self._controls):
-            y = torch.add(y, evaluate_control(f1, self._names1, control, z), alpha=h)
-            z = torch.sub(z, evaluate_control(f2, self._names2, control, y), alpha=h)
+        mode = self._mode(return_trajectory)
+        if mode == "reversible":
+            y, z = verlet_reversible(self, y, z)
+        else:
+            ys, zs = [y], [z]
+            f1, f2 = list(self.layers1), list(self.layers2)
+            for h, control in zip(self._h, self._controls):
+                y, z = self._run_step(mode == "checkpoint", self._step, y, z, h, control, f1, f2)
+                if return_trajectory:
+                    ys.append(y)
+                    zs.append(z)
             if return_trajectory:
-                ys.append(y)
-                zs.append(z)
-        if return_trajectory:
-            y, z = torch.stack(ys), torch.stack(zs)
+                y, z = torch.stack(ys), torch.stack(zs)
         if isinstance(x, torch.Tensor):
             return torch.cat([y, z], dim=2 if return_trajectory else 1)
+        return y, z
+
+    def _step(
+        self,
+        y: torch.Tensor,
+        z: torch.Tensor,
+        h: float,
+        control: StageControl,
+        f1: list[nn.Module],
+        f2: list[nn.Module],
+    ) -> Pair:
+        """One Verlet step from ``(y_k, z_k)``."""
+        y = torch.add(y, evaluate_control(f1, self._names1, control, z), alpha=h)
+        z = torch.sub(z, evaluate_control(f2, self._names2, control, y), alpha=h)
         return y, z
 
     def inverse(self, output: torch.Tensor | Pair) -> torch.Tensor | Pair:
@@ -292,6 +337,8 @@ class LeapfrogBlock(_ControlledBlock):
         interpolation: ``"constant"`` or ``"linear"``.
         start: ``"rest"`` or ``"taylor"``, the initial condition when no
             ``x_prev`` is given.
+        memory: ``"full"``, ``"checkpoint"`` or ``"reversible"`` (see
+            :mod:`dynamicblocks.memory`).
 
     Shape:
         input ``(N, *)``, output the same; ``return_pair`` gives two such
@@ -305,12 +352,13 @@ class LeapfrogBlock(_ControlledBlock):
         t_theta: GridLike | None = None,
         interpolation: str = "constant",
         start: str = "rest",
+        memory: str = "full",
     ) -> None:
         super().__init__()
         check_module("layer", layer)
         if start not in STARTS:
             raise ValueError(f"start must be one of {STARTS}, got {start!r}")
-        t_theta = self._setup(t, t_theta, interpolation)
+        t_theta = self._setup(t, t_theta, interpolation, memory)
         self._start = start
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in t_theta)
         self._names = tuple(name for name, _ in layer.named_parameters())
@@ -350,17 +398,17 @@ class LeapfrogBlock(_ControlledBlock):
         """
         if return_pair and return_trajectory:
             raise ValueError("return_pair and return_trajectory cannot both be true")
-        factor = 1.0 if self._start == "rest" else 0.5
+        mode = self._mode(return_trajectory)
+        if mode == "reversible":
+            y, y_prev = leapfrog_reversible(self, x, x_prev)
+            return (y, y_prev) if return_pair else y
         layers = list(self.layers)
         y_prev, y = x_prev, x
         trajectory = [x]
-        for (ratio, kick), control in zip(self._coefficients, self._controls):
-            force = evaluate_control(layers, self._names, control, y)
-            if y_prev is None:  # first step without y_{-1}
-                y_next = torch.add(y, force, alpha=factor * kick)
-            else:
-                y_next = torch.add(y, torch.sub(y, y_prev), alpha=ratio)
-                y_next = torch.add(y_next, force, alpha=kick)
+        for coefficients, control in zip(self._coefficients, self._controls):
+            y_next = self._run_step(
+                mode == "checkpoint", self._step, y, y_prev, coefficients, control, layers
+            )
             y_prev, y = y, y_next
             if return_trajectory:
                 trajectory.append(y)
@@ -369,6 +417,22 @@ class LeapfrogBlock(_ControlledBlock):
         if return_pair:
             return y, y_prev
         return y
+
+    def _step(
+        self,
+        y: torch.Tensor,
+        y_prev: torch.Tensor | None,
+        coefficients: tuple[float, float],
+        control: StageControl,
+        layers: list[nn.Module],
+    ) -> torch.Tensor:
+        """``y_{k+1}`` from ``y_k`` and ``y_{k-1}`` (None: the first step, by :attr:`start`)."""
+        ratio, kick = coefficients
+        force = evaluate_control(layers, self._names, control, y)
+        if y_prev is None:
+            return torch.add(y, force, alpha=(1.0 if self._start == "rest" else 0.5) * kick)
+        y_next = torch.add(y, torch.sub(y, y_prev), alpha=ratio)
+        return torch.add(y_next, force, alpha=kick)
 
     def inverse(self, y_last: torch.Tensor, y_before_last: torch.Tensor) -> Pair:
         """Recover ``(y_0, y_{-1})`` from ``(y_N, y_{N-1})`` (``forward(..., return_pair=True)``).

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
 from torch.func import functional_call
 
+from ._buffers import buffers_restored
 from .weights import StageControl
 
 __all__ = ["TimeBlock", "blend_parameters", "evaluate_control", "check_module", "format_times"]
@@ -105,6 +107,10 @@ class TimeBlock(nn.Module):
     def num_steps(self) -> int:
         """Number of time steps ``len(t) - 1``."""
         return len(self._t) - 1
+
+    def _recompute_context(self) -> tuple[AbstractContextManager, AbstractContextManager]:
+        """Checkpointing's contexts: none for the forward, buffers kept for the recomputation."""
+        return nullcontext(), buffers_restored(self)
 
     def reset_parameters(self) -> None:
         """Re-initialise every control independently (each submodule's ``reset_parameters``)."""

@@ -223,3 +223,68 @@ def test_bad_memory_modes_are_named_and_change_nothing():
     implicit = db.ImplicitBlock(nn.Linear(2, 2), (0, 1))
     with pytest.raises(ValueError, match=r"offers|for a ImplicitBlock"):
         db.set_memory(implicit, "checkpoint")
+
+
+def _invertible(kind: str, memory: str = "full", norm: str | None = "batch") -> nn.Module:
+    grid, layer = (0.0, 0.3, 0.5, 1.0), db.DoubleSymLayer(2, norm=norm)
+    if kind == "hamiltonian":
+        block = db.HamiltonianBlock(layer, grid, (0.0, 1.0), "linear", memory=memory)
+    else:
+        block = db.LeapfrogBlock(layer, grid, start="taylor", memory=memory)
+    block.reset_parameters()
+    return block
+
+
+@pytest.mark.parametrize("kind", ["hamiltonian", "leapfrog"])
+@pytest.mark.parametrize("mode", ["checkpoint", "reversible"])
+def test_invertible_blocks_give_full_gradients_and_buffers_in_every_mode(kind, mode):
+    torch.manual_seed(0)
+    full = _invertible(kind)
+    other = copy.deepcopy(full)
+    other.memory = mode
+    x = torch.randn(3, 4 if kind == "hamiltonian" else 2, 5, 5, requires_grad=True)
+    reference, grads = _gradients(full, x), _gradients(other, x)
+    for g, r in zip(grads, reference):
+        torch.testing.assert_close(g, r, rtol=1e-10, atol=1e-12)
+    for b, r in zip(other.buffers(), full.buffers()):
+        torch.testing.assert_close(b, r, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["hamiltonian", "leapfrog"])
+def test_reversible_saves_only_the_output_and_checkpoint_one_state_a_step(kind):
+    channels = 4 if kind == "hamiltonian" else 2
+    x = torch.randn(2, channels, 5, 5, requires_grad=True)
+    state = x.numel() * x.element_size()
+    saved = {}
+    cls = db.HamiltonianBlock if kind == "hamiltonian" else db.LeapfrogBlock
+    for mode in ("full", "checkpoint", "reversible"):
+        for steps in (2, 10):
+            block = cls(db.DoubleSymLayer(2, norm=None), db.uniform_grid(0, 1, steps), memory=mode)
+            saved[mode, steps] = _saved_bytes(lambda b=block: b(x))
+    assert saved["reversible", 10] == saved["reversible", 2]
+    per_step = {m: (saved[m, 10] - saved[m, 2]) / 8 for m in ("full", "checkpoint")}
+    assert per_step["checkpoint"] <= state  # the step's input (y, z), or y_k and y_{k-1}
+    assert per_step["full"] > 2 * per_step["checkpoint"]
+
+
+def test_reversible_falls_back_to_stored_states_for_a_trajectory():
+    block = _invertible("hamiltonian", "reversible", norm="tv")
+    full = copy.deepcopy(block)
+    full.memory = "full"
+    x = torch.randn(2, 4, 5, 5, requires_grad=True)
+    grads = _gradients(block, x, trajectory=True)
+    for g, r in zip(grads, _gradients(full, x, trajectory=True)):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
+
+
+def test_hamiltonian_net_trains_reversibly_with_the_gradients_of_full():
+    torch.manual_seed(0)
+    net = db.hamiltonian_net(widths=(4, 8, 8), t=(0.0, 0.5, 1.0))
+    x = torch.randn(2, 3, 8, 8)
+    reference = torch.autograd.grad(net(x).square().sum(), list(net.parameters()))
+    assert db.set_memory(net, "reversible") == ["blocks.0", "blocks.1"]
+    grads = torch.autograd.grad(net(x).square().sum(), list(net.parameters()))
+    for g, r in zip(grads, reference):
+        torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11)
+    with pytest.raises(ValueError, match="for a HamiltonianBlock, got 'adjoint'"):
+        db.set_memory(net, "adjoint")
