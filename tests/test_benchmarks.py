@@ -96,3 +96,21 @@ def test_hand_written_twins_compute_the_library_networks(name):
     for training in (True, False):
         library.train(training), hand.train(training)
         torch.testing.assert_close(library(x), hand(x), rtol=1e-10, atol=1e-10)
+
+
+def test_memory_benchmark_prints_every_mode_with_ratios_to_full():
+    out = run_benchmark(
+        "memory.py", "--steps", "1", "2", "--batch-size", "2", "--repeats", "1", "--widths", "4",
+        "8", "--threads", "1",
+    )  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.startswith(("parabolic", "hamil"))]
+    modes = {(row[0], row[2]) for row in rows}
+    assert modes == {
+        ("parabolic", "full"), ("parabolic", "checkpoint"), ("parabolic", "adjoint"),
+        ("hamiltonian", "full"), ("hamiltonian", "checkpoint"), ("hamiltonian", "reversible"),
+    }  # fmt: skip
+    assert len(rows) == 12
+    for row in rows:
+        assert float(row[3]) > 0 and float(row[5]) > 0  # time, saved MB
+        if row[2] == "full":
+            assert float(row[4]) == 1.0

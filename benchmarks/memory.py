@@ -1,0 +1,147 @@
+"""Peak training memory and step time of the memory modes against the steps per block.
+
+    python benchmarks/memory.py                          # CPU: 1..128 steps, several minutes
+    python benchmarks/memory.py --steps 1 2 --batch-size 2 --repeats 1 --widths 4 8  # smoke
+    python benchmarks/memory.py --device cuda            # GPU: torch.cuda.max_memory_allocated
+
+Two networks of Ruthotto & Haber's presets (widths ``--widths``), with ``n``
+steps per block on ``t = [0, 3]`` for every ``n`` in ``--steps``:
+
+* ``parabolic_net`` (forward-Euler :class:`~dynamicblocks.DynamicBlock`\\ s) in
+  the modes ``full``, ``checkpoint`` and ``adjoint``;
+* ``hamiltonian_net`` (Verlet :class:`~dynamicblocks.HamiltonianBlock`\\ s) in
+  ``full``, ``checkpoint`` and ``reversible``.
+
+For every configuration, one training step (forward, cross-entropy, backward)
+on a CIFAR-shaped batch:
+
+* **peak MB**: the memory the step needs above what was allocated before it
+  (model, gradients, input). On CPU the growth of the process's peak resident
+  set (``VmHWM``, reset through ``/proc/self/clear_refs``, glibc's mmap
+  threshold pinned so that freed tensors go back to the system); on CUDA
+  ``torch.cuda.max_memory_allocated`` minus ``memory_allocated`` before. It
+  includes transients: the recomputation of checkpointing, the adjoint or
+  reversible backward sweep.
+* **saved MB**: the bytes autograd keeps for backward at the end of the
+  forward pass (distinct storages packed by ``saved_tensors_hooks``,
+  parameters excluded): exact, allocator-independent, no transients.
+* **time s**: median seconds of the step, all configurations of one ``n``
+  interleaved.
+
+Each mode's peak and time are also shown as a ratio to ``full`` at the same
+``n``. The targets (issue 7) are at 64 steps per block: peak memory of
+``checkpoint`` at most 25 % and of ``adjoint`` and ``reversible`` at most 10 %
+of ``full``'s, time at most 1.6x ``full``'s for ``checkpoint`` and
+``reversible``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import gc
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import dynamicblocks as db
+
+from _probe import peak_rss_growth_mb, pin_mmap_threshold, saved_activation_mb
+from _timing import interleaved_medians, set_threads
+
+FAMILIES = {
+    "parabolic": (db.parabolic_net, ("full", "checkpoint", "adjoint")),
+    "hamiltonian": (db.hamiltonian_net, ("full", "checkpoint", "reversible")),
+}
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """Forward, cross-entropy and backward (gradients accumulate; no optimiser step)."""
+    F.cross_entropy(model(x), y).backward()
+
+
+def cuda_peak_mb(run, device: torch.device) -> float:
+    """Peak CUDA memory allocated during ``run()`` above the allocation before it."""
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    run()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - before) / 2**20
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
+    parser.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    parser.add_argument("--widths", type=int, nargs="+", default=[32, 64, 112, 112])
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3, help="timed steps per configuration")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
+    args = parser.parse_args(argv)
+    if min(args.steps) < 1:
+        parser.error(f"--steps must be positive, got {args.steps}")
+    if len(args.widths) < 2 or any(w < 2 or w % 2 for w in args.widths):
+        parser.error(f"--widths needs at least two even widths, got {args.widths}")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    set_threads(args.threads)
+    sync = functools.partial(torch.cuda.synchronize, device) if cuda else None
+    torch.manual_seed(0)
+    x = torch.randn(args.batch_size, 3, 32, 32, device=device)
+    y = torch.randint(0, 10, (args.batch_size,), device=device)
+    pinned = False
+    header = (
+        f"batch {args.batch_size}, widths {args.widths}, {device}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; peak = "
+    )
+    results: dict[tuple[str, int, str], tuple[float, float, float | None]] = {}
+    for family in args.families:
+        build, modes = FAMILIES[family]
+        for n in args.steps:
+            t = db.uniform_grid(0.0, 3.0, n)
+            models = {}
+            for mode in modes:
+                torch.manual_seed(0)
+                model = build(widths=args.widths, t=t).to(device)
+                db.set_memory(model, mode)
+                models[mode] = model
+            runs = {mode: functools.partial(train_step, m, x, y) for mode, m in models.items()}
+            times = interleaved_medians(runs, args.repeats, warmup=1, sync=sync)
+            if not cuda and not pinned:
+                pinned = pin_mmap_threshold()  # after timing: mmap for every tensor costs time
+            for mode, run in runs.items():
+                saved = saved_activation_mb(models[mode], lambda r=run: r())
+                gc.collect()
+                peak = cuda_peak_mb(run, device) if cuda else peak_rss_growth_mb(run)
+                results[family, n, mode] = (times[mode], saved, peak)
+            del models, runs
+            gc.collect()
+    probe = "torch.cuda.max_memory_allocated" if cuda else "peak RSS growth (VmHWM)"
+    if not cuda:
+        probe += ", mmap threshold pinned" if pinned else ", default allocator"
+    print(header + probe)
+    print(
+        f"{'network':<12} {'n':>4} {'mode':<11} {'time s':>8} {'x full':>7} {'saved MB':>9} "
+        f"{'peak MB':>9} {'x full':>7}"
+    )
+    for family in args.families:
+        for n in args.steps:
+            full_time, _, full_peak = results[family, n, "full"]
+            for mode in FAMILIES[family][1]:
+                seconds, saved, peak = results[family, n, mode]
+                peak_cells = (
+                    f"{'-':>9} {'-':>7}"
+                    if peak is None or full_peak is None
+                    else f"{peak:>9.1f} {peak / full_peak:>7.3f}"
+                )
+                print(
+                    f"{family:<12} {n:>4} {mode:<11} {seconds:>8.3f} {seconds / full_time:>7.3f} "
+                    f"{saved:>9.1f} {peak_cells}"
+                )
+
+
+if __name__ == "__main__":
+    main()
