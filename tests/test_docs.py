@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["docs/continuous.md", "docs/implicit.md"]
+PAGES = ["docs/continuous.md", "docs/implicit.md", "docs/memory.md"]
 
 
 @pytest.mark.parametrize("page", PAGES)
