@@ -184,9 +184,8 @@ class _VerletFunction(torch.autograd.Function):
         ctx: Any, block: HamiltonianBlock, y: torch.Tensor, z: torch.Tensor, *params: torch.Tensor
     ) -> Pair:
         f1, f2 = list(block.layers1), list(block.layers2)
-        for h, control in zip(block._h, block._controls):  # as HamiltonianBlock.forward
-            y = torch.add(y, evaluate_control(f1, block._names1, control, z), alpha=h)
-            z = torch.sub(z, evaluate_control(f2, block._names2, control, y), alpha=h)
+        for h, control in zip(block._h, block._controls):
+            y, z = block._step(y, z, h, control, f1, f2)
         _record(ctx, block, params)
         ctx.save_for_backward(y, z)
         return y, z
@@ -242,8 +241,8 @@ def verlet_reversible(block: HamiltonianBlock, y: torch.Tensor, z: torch.Tensor)
     docstring for the requirements).
 
     Args:
-        block: a :class:`~dynamicblocks.HamiltonianBlock` (only its grid,
-            controls and fields are used; its ``forward`` is not called).
+        block: a :class:`~dynamicblocks.HamiltonianBlock` (its steps and fields
+            are used; its ``forward``, which calls this function, is not).
         y: the first stream ``y_0``.
         z: the second stream ``z_0``.
 
@@ -276,20 +275,13 @@ class _LeapfrogFunction(torch.autograd.Function):
         x_prev: torch.Tensor | None,
         *params: torch.Tensor,
     ) -> Pair:
-        factor = 1.0 if block._start == "rest" else 0.5
         layers = list(block.layers)
         y_prev, y = x_prev, x
-        for (ratio, kick), control in zip(block._coefficients, block._controls):
-            force = evaluate_control(layers, block._names, control, y)  # as LeapfrogBlock.forward
-            if y_prev is None:  # first step without y_{-1}
-                y_next = torch.add(y, force, alpha=factor * kick)
-            else:
-                y_next = torch.add(y, torch.sub(y, y_prev), alpha=ratio)
-                y_next = torch.add(y_next, force, alpha=kick)
-            y_prev, y = y, y_next
+        for coefficients, control in zip(block._coefficients, block._controls):
+            y_prev, y = y, block._step(y, y_prev, coefficients, control, layers)
         _record(ctx, block, params)
         ctx.has_prev = x_prev is not None
-        ctx.factor = factor
+        ctx.factor = 1.0 if block._start == "rest" else 0.5
         ctx.save_for_backward(y, y_prev)
         return y, y_prev
 
@@ -356,9 +348,8 @@ def leapfrog_reversible(
     up to the round-off of the reconstruction (see the module docstring).
 
     Args:
-        block: a :class:`~dynamicblocks.LeapfrogBlock` (only its grid,
-            coefficients, start, controls and fields are used; its ``forward``
-            is not called).
+        block: a :class:`~dynamicblocks.LeapfrogBlock` (its steps and field are
+            used; its ``forward``, which calls this function, is not).
         x: the initial state ``y_0``.
         x_prev: the state ``y_{-1}``, the same shape as ``x``, or ``None``
             for the block's ``start``.
