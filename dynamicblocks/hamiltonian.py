@@ -246,6 +246,10 @@ class HamiltonianBlock(_ControlledBlock):
             return torch.cat([y, z], dim=2 if return_trajectory else 1)
         return y, z
 
+    def control_layers(self) -> tuple[nn.ModuleList, ...]:
+        """The per-control copies of ``F1`` and of ``F2``."""
+        return (self.layers1, self.layers2)
+
     def _step(
         self,
         y: torch.Tensor,

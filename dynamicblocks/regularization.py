@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from .grid import step_sizes
-from .manifest import dynamic_blocks
+from .timeblock import TimeBlock
 
 __all__ = ["time_regularization", "NORMS"]
 
@@ -14,11 +14,12 @@ NORMS = ("l1", "l2")
 
 
 def time_regularization(module: nn.Module, norm: str = "l2") -> torch.Tensor:
-    """``sum_k h_k ||theta_{k+1} - theta_k||`` over the dynamic blocks in ``module``.
+    """``sum_k h_k ||theta_{k+1} - theta_k||`` over the blocks in ``module``.
 
     ``theta_k`` are a block's parameters at control ``k`` and
-    ``h_k = t_theta[k+1] - t_theta[k]``, summed over every block and every
-    parameter tensor. A loss term to add, scaled by a weight of your choice:
+    ``h_k = t_theta[k+1] - t_theta[k]``, summed over every block (explicit,
+    implicit, Hamiltonian, leapfrog; both fields of a Hamiltonian block) and
+    every parameter tensor. A loss term to add, scaled by a weight of your choice:
     ``loss = task_loss + alpha * time_regularization(model)``.
 
     Args:
@@ -35,17 +36,19 @@ def time_regularization(module: nn.Module, norm: str = "l2") -> torch.Tensor:
     if norm not in NORMS:
         raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
     terms = []
-    for block in dynamic_blocks(module):
-        layers = list(block.layers)
-        if len(layers) < 2:
+    blocks = [m for m in module.modules() if isinstance(m, TimeBlock)]
+    for block in blocks:
+        if len(block.t_theta) < 2:
             continue
-        for (left, right), h in zip(zip(layers, layers[1:]), step_sizes(block.t_theta)):
-            for p, q in zip(left.parameters(), right.parameters()):
-                difference = q - p
-                if norm == "l1":
-                    terms.append(h * difference.abs().sum())
-                else:
-                    terms.append(0.5 * h * difference.square().sum())
+        steps = step_sizes(block.t_theta)
+        for layers in block.control_layers():
+            for (left, right), h in zip(zip(layers, layers[1:]), steps):
+                for p, q in zip(left.parameters(), right.parameters()):
+                    difference = q - p
+                    if norm == "l1":
+                        terms.append(h * difference.abs().sum())
+                    else:
+                        terms.append(0.5 * h * difference.square().sum())
     if not terms:
         first = next(module.parameters(), None)
         return torch.zeros((), device=None if first is None else first.device)

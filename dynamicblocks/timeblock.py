@@ -112,6 +112,10 @@ class TimeBlock(nn.Module):
         """Checkpointing's contexts: none for the forward, buffers kept for the recomputation."""
         return nullcontext(), buffers_restored(self)
 
+    def control_layers(self) -> tuple[nn.ModuleList, ...]:
+        """The block's per-control copies of its layer(s), one list per field, in time order."""
+        return (self.layers,)
+
     def reset_parameters(self) -> None:
         """Re-initialise every control independently (each submodule's ``reset_parameters``)."""
         for module in self.modules():

@@ -262,6 +262,31 @@ def test_time_regularization_equals_the_hand_written_sums():
         db.time_regularization(block, "l3")
 
 
+def test_time_regularization_covers_both_fields_of_hamiltonian_blocks_and_the_others():
+    torch.manual_seed(0)
+    grid, controls = (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 2.0)
+
+    def by_hand(*lists):
+        return sum(
+            0.5 * h * (q - p).square().sum()
+            for layers in lists
+            for (a, b), h in zip(zip(layers, layers[1:]), (0.5, 1.5))
+            for p, q in zip(a.parameters(), b.parameters())
+        )
+
+    ham = db.HamiltonianBlock(MLP(2, 4), grid, controls)
+    leap = db.LeapfrogBlock(MLP(2, 4), grid, controls)
+    implicit = db.ImplicitBlock(MLP(2, 4), grid, t_theta=controls)
+    for block in (ham, leap, implicit):
+        block.reset_parameters()
+    torch.testing.assert_close(db.time_regularization(ham), by_hand(ham.layers1, ham.layers2))
+    torch.testing.assert_close(db.time_regularization(leap), by_hand(leap.layers))
+    torch.testing.assert_close(db.time_regularization(implicit), by_hand(implicit.layers))
+    total = db.time_regularization(nn.Sequential(ham, leap, implicit))
+    every = by_hand(ham.layers1, ham.layers2, leap.layers, implicit.layers)
+    torch.testing.assert_close(total, every)
+
+
 # ------------------------------------------------------------------------ convergence test
 
 
