@@ -25,14 +25,18 @@ on a CIFAR-shaped batch:
 * **saved MB**: the bytes autograd keeps for backward at the end of the
   forward pass (distinct storages packed by ``saved_tensors_hooks``,
   parameters excluded): exact, allocator-independent, no transients.
+* **blocks MB**: the peak minus the peak of the same network with its blocks
+  replaced by identities (opening, connective units and classifier only, the
+  same in every mode): the memory the blocks' activations need, which is what
+  the memory modes act on.
 * **time s**: median seconds of the step, all configurations of one ``n``
   interleaved.
 
-Each mode's peak and time are also shown as a ratio to ``full`` at the same
-``n``. The targets (issue 7) are at 64 steps per block: peak memory of
-``checkpoint`` at most 25 % and of ``adjoint`` and ``reversible`` at most 10 %
-of ``full``'s, time at most 1.6x ``full``'s for ``checkpoint`` and
-``reversible``.
+Each mode's time, peak and blocks' peak are also shown as a ratio to
+``full``'s at the same ``n``. The targets (issue 7) are at 64 steps per block:
+activation memory of ``checkpoint`` at most 25 % and of ``adjoint`` and
+``reversible`` at most 10 % of ``full``'s, time at most 1.6x ``full``'s for
+``checkpoint`` and ``reversible``.
 """
 
 from __future__ import annotations
@@ -59,6 +63,13 @@ FAMILIES = {
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     """Forward, cross-entropy and backward (gradients accumulate; no optimiser step)."""
     F.cross_entropy(model(x), y).backward()
+
+
+def without_blocks(model: db.DynamicNet) -> db.DynamicNet:
+    """``model`` with every block replaced by an identity (in place)."""
+    for i in range(len(model.blocks)):
+        model.blocks[i] = nn.Identity()
+    return model
 
 
 def cuda_peak_mb(run, device: torch.device) -> float:
@@ -98,6 +109,12 @@ def main(argv: list[str] | None = None) -> None:
         f"{torch.get_num_threads()} threads; peak = "
     )
     results: dict[tuple[str, int, str], tuple[float, float, float | None]] = {}
+    baselines: dict[str, float | None] = {}
+
+    def peak_mb(run) -> float | None:
+        gc.collect()
+        return cuda_peak_mb(run, device) if cuda else peak_rss_growth_mb(run)
+
     for family in args.families:
         build, modes = FAMILIES[family]
         for n in args.steps:
@@ -113,30 +130,40 @@ def main(argv: list[str] | None = None) -> None:
             if not cuda and not pinned:
                 pinned = pin_mmap_threshold()  # after timing: mmap for every tensor costs time
             for mode, run in runs.items():
-                saved = saved_activation_mb(models[mode], lambda r=run: r())
-                gc.collect()
-                peak = cuda_peak_mb(run, device) if cuda else peak_rss_growth_mb(run)
-                results[family, n, mode] = (times[mode], saved, peak)
+                model = models[mode]
+                # the forward pass only: a backward's recomputations would be counted too
+                saved = saved_activation_mb(model, lambda m=model: F.cross_entropy(m(x), y))
+                results[family, n, mode] = (times[mode], saved, peak_mb(run))
             del models, runs
             gc.collect()
+        base = without_blocks(build(widths=args.widths)).to(device)
+        train_step(base, x, y)  # gradients exist, as for the measured models after warm-up
+        baselines[family] = peak_mb(functools.partial(train_step, base, x, y))
     probe = "torch.cuda.max_memory_allocated" if cuda else "peak RSS growth (VmHWM)"
     if not cuda:
         probe += ", mmap threshold pinned" if pinned else ", default allocator"
     print(header + probe)
+    for family in args.families:
+        base = baselines[family]
+        print(f"{family}: peak without the blocks {'-' if base is None else f'{base:.1f}'} MB")
     print(
         f"{'network':<12} {'n':>4} {'mode':<11} {'time s':>8} {'x full':>7} {'saved MB':>9} "
-        f"{'peak MB':>9} {'x full':>7}"
+        f"{'peak MB':>9} {'x full':>7} {'blocks MB':>10} {'x full':>7}"
     )
     for family in args.families:
+        base = baselines[family]
         for n in args.steps:
             full_time, _, full_peak = results[family, n, "full"]
             for mode in FAMILIES[family][1]:
                 seconds, saved, peak = results[family, n, mode]
-                peak_cells = (
-                    f"{'-':>9} {'-':>7}"
-                    if peak is None or full_peak is None
-                    else f"{peak:>9.1f} {peak / full_peak:>7.3f}"
-                )
+                if peak is None or full_peak is None or base is None:
+                    peak_cells = f"{'-':>9} {'-':>7} {'-':>10} {'-':>7}"
+                else:
+                    blocks, full_blocks = peak - base, full_peak - base
+                    peak_cells = (
+                        f"{peak:>9.1f} {peak / full_peak:>7.3f} {blocks:>10.1f} "
+                        f"{blocks / full_blocks:>7.3f}"
+                    )
                 print(
                     f"{family:<12} {n:>4} {mode:<11} {seconds:>8.3f} {seconds / full_time:>7.3f} "
                     f"{saved:>9.1f} {peak_cells}"
