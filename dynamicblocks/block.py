@@ -8,7 +8,6 @@ from typing import NamedTuple
 import torch
 from torch import nn
 from torch.func import functional_call
-from torch.utils.checkpoint import checkpoint
 
 from .adjoint import adjoint_integrate
 from .grid import GridLike, as_grid, refine_grid
@@ -82,9 +81,10 @@ class DynamicBlock(TimeBlock):
             Default: ``t[:-1]`` (one control per step, a ResNet).
         interpolation: ``"constant"`` or ``"linear"``.
         memory: ``"full"`` (default: autograd stores every stage),
-            ``"checkpoint"`` (store each step's input, recompute the step in
-            backward) or ``"adjoint"`` (store nothing, solve the adjoint
-            equation backwards); see :mod:`dynamicblocks.memory`.
+            ``"checkpoint"`` (store the input of every segment of
+            ``ceil(sqrt(N))`` steps, recompute the segment in backward) or
+            ``"adjoint"`` (store nothing, solve the adjoint equation
+            backwards); see :mod:`dynamicblocks.memory`.
 
     Shape:
         input ``(N, *)`` (e.g. ``(N, C, H, W)`` or ``(N, D)``), output the
@@ -277,25 +277,17 @@ class DynamicBlock(TimeBlock):
         if self._memory == "adjoint" and torch.is_grad_enabled():
             return adjoint_integrate(self, x, return_trajectory)
         checkpointed = self._memory == "checkpoint" and torch.is_grad_enabled()
-        trajectory = [x] if return_trajectory else None
         layers = list(self.layers)  # plain indexing: ModuleList.__getitem__ costs per stage
         blends = self._blend_parameters(layers)
-        for step in self._steps:
-            if checkpointed:
-                x = checkpoint(
-                    self._step,
-                    x,
-                    step,
-                    layers,
-                    blends,
-                    use_reentrant=False,
-                    context_fn=self._recompute_context,
-                )
-            else:
-                x = self._step(x, step, layers, blends)
-            if trajectory is not None:
-                trajectory.append(x)
-        return torch.stack(trajectory) if trajectory is not None else x
+        plan = self._steps
+
+        def step(k: int, x: torch.Tensor) -> tuple[torch.Tensor]:
+            return (self._step(x, plan[k], layers, blends),)
+
+        states = self._march(step, (x,), checkpointed, return_trajectory)
+        if return_trajectory:
+            return torch.stack([x, *(state[0] for state in states)])
+        return states[-1][0]
 
     def _blend_parameters(self, layers: list[nn.Module]) -> list[dict[str, torch.Tensor]]:
         """The interpolated parameters of every blended control, by slot."""

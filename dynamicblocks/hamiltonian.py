@@ -36,7 +36,6 @@ import copy
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from .grid import GridLike, as_grid
 from .reversible import leapfrog_reversible, verlet_reversible
@@ -61,8 +60,9 @@ class _ControlledBlock(TimeBlock):
     the first and last control time).
 
     Memory modes (:mod:`dynamicblocks.memory`): ``"full"``, ``"checkpoint"``
-    (each step recomputed in backward) and ``"reversible"`` (states rebuilt
-    by the inverse in backward, :mod:`dynamicblocks.reversible`). With
+    (segments of ``ceil(sqrt(N))`` steps recomputed in backward) and
+    ``"reversible"`` (states rebuilt by the inverse in backward,
+    :mod:`dynamicblocks.reversible`). With
     ``return_trajectory=True`` every state is kept anyway, and ``"reversible"``
     backpropagates through them as ``"full"`` does.
     """
@@ -89,12 +89,6 @@ class _ControlledBlock(TimeBlock):
         if return_trajectory and self._memory == "reversible":
             return "full"
         return self._memory
-
-    def _run_step(self, checkpointed: bool, step, *args):
-        """``step(*args)``, through ``torch.utils.checkpoint`` if ``checkpointed``."""
-        if checkpointed:
-            return checkpoint(step, *args, use_reentrant=False, context_fn=self._recompute_context)
-        return step(*args)
 
     def extra_repr(self) -> str:
         return (
@@ -233,15 +227,18 @@ class HamiltonianBlock(_ControlledBlock):
         if mode == "reversible":
             y, z = verlet_reversible(self, y, z)
         else:
-            ys, zs = [y], [z]
             f1, f2 = list(self.layers1), list(self.layers2)
-            for h, control in zip(self._h, self._controls):
-                y, z = self._run_step(mode == "checkpoint", self._step, y, z, h, control, f1, f2)
-                if return_trajectory:
-                    ys.append(y)
-                    zs.append(z)
+            h, controls = self._h, self._controls
+
+            def step(k: int, y: torch.Tensor, z: torch.Tensor) -> Pair:
+                return self._step(y, z, h[k], controls[k], f1, f2)
+
+            states = self._march(step, (y, z), mode == "checkpoint", return_trajectory)
             if return_trajectory:
-                y, z = torch.stack(ys), torch.stack(zs)
+                y = torch.stack([y, *(state[0] for state in states)])
+                z = torch.stack([z, *(state[1] for state in states)])
+            else:
+                y, z = states[-1]
         if isinstance(x, torch.Tensor):
             return torch.cat([y, z], dim=2 if return_trajectory else 1)
         return y, z
@@ -407,20 +404,16 @@ class LeapfrogBlock(_ControlledBlock):
             y, y_prev = leapfrog_reversible(self, x, x_prev)
             return (y, y_prev) if return_pair else y
         layers = list(self.layers)
-        y_prev, y = x_prev, x
-        trajectory = [x]
-        for coefficients, control in zip(self._coefficients, self._controls):
-            y_next = self._run_step(
-                mode == "checkpoint", self._step, y, y_prev, coefficients, control, layers
-            )
-            y_prev, y = y, y_next
-            if return_trajectory:
-                trajectory.append(y)
+        coefficients, controls = self._coefficients, self._controls
+
+        def step(k: int, y: torch.Tensor, y_prev: torch.Tensor | None) -> Pair:
+            return self._step(y, y_prev, coefficients[k], controls[k], layers), y
+
+        states = self._march(step, (x, x_prev), mode == "checkpoint", return_trajectory)
         if return_trajectory:
-            return torch.stack(trajectory)
-        if return_pair:
-            return y, y_prev
-        return y
+            return torch.stack([x, *(state[0] for state in states)])
+        y, y_prev = states[-1]
+        return (y, y_prev) if return_pair else y
 
     def _step(
         self,

@@ -93,14 +93,13 @@ def refine_to_match_(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
     For loading a checkpoint saved after :func:`refine_` into a freshly built
     model: count each block's controls in ``state_dict`` (keys
     ``<block>.layers.<j>.*``), refine every block until the counts match,
-    and return the number of refinements (0 if they already match).
+    and return the number of refinements (0 if they already match, or if
+    ``module`` has no dynamic block, as a network of Hamiltonian blocks).
 
     Raises:
         ValueError: if the counts cannot be reached by refinement.
     """
     blocks = {name: m for name, m in module.named_modules() if isinstance(m, DynamicBlock)}
-    if not blocks:
-        raise ValueError(f"{type(module).__name__} contains no DynamicBlock")
 
     def saved(name: str) -> int:
         prefix = f"{name}.layers." if name else "layers."

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
 from torch import nn
 from torch.func import functional_call
+from torch.utils.checkpoint import checkpoint
 
 from ._buffers import buffers_restored
 from .weights import StageControl
+
+State = tuple  # a block's state between steps: one tensor, or two (streams, or y_k and y_{k-1})
 
 __all__ = ["TimeBlock", "blend_parameters", "evaluate_control", "check_module", "format_times"]
 
@@ -111,6 +115,53 @@ class TimeBlock(nn.Module):
     def _recompute_context(self) -> tuple[AbstractContextManager, AbstractContextManager]:
         """Checkpointing's contexts: none for the forward, buffers kept for the recomputation."""
         return nullcontext(), buffers_restored(self)
+
+    def _march(
+        self,
+        step: Callable[..., State],
+        state: State,
+        checkpointed: bool,
+        keep: bool,
+    ) -> list[State]:
+        """Apply ``state = step(k, *state)`` for every step ``k`` of the grid.
+
+        Returns the states after every step if ``keep``, else a list holding
+        the last one. With ``checkpointed`` the steps run in segments of
+        ``ceil(sqrt(N))`` consecutive steps through ``torch.utils.checkpoint``
+        (non-reentrant, RNG state preserved, buffers restored after the
+        recomputation): autograd keeps each segment's input state (and the
+        states asked for), and backward recomputes one segment at a time, so
+        memory grows like ``sqrt(N)`` (Chen et al., "Training deep nets with
+        sublinear memory cost", arXiv:1604.06174).
+        """
+        steps = self.num_steps
+        if not checkpointed:
+            states = []
+            for k in range(steps):
+                state = step(k, *state)
+                if keep:
+                    states.append(state)
+            return states if keep else [state]
+        length = math.isqrt(steps - 1) + 1  # ceil(sqrt(steps))
+        width, states = len(state), []
+        for start in range(0, steps, length):
+            stop = min(start + length, steps)
+
+            def segment(*state: torch.Tensor | None, start: int = start, stop: int = stop):
+                out: list[torch.Tensor | None] = []
+                for k in range(start, stop):
+                    state = step(k, *state)
+                    if keep or k == stop - 1:
+                        out.extend(state)
+                return tuple(out)
+
+            flat = checkpoint(
+                segment, *state, use_reentrant=False, context_fn=self._recompute_context
+            )
+            chunks = [tuple(flat[i : i + width]) for i in range(0, len(flat), width)]
+            states.extend(chunks)
+            state = chunks[-1]
+        return states if keep else [state]
 
     def control_layers(self) -> tuple[nn.ModuleList, ...]:
         """The block's per-control copies of its layer(s), one list per field, in time order."""

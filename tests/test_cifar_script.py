@@ -320,3 +320,16 @@ def test_remanifest_script_reports_every_scheme_and_step_count(data_dir, tmp_pat
     bad = subprocess.run(command[:3] + ["--schemes", "rk5"], env=env, capture_output=True,
                          text=True, timeout=300)  # fmt: skip
     assert bad.returncode == 2 and "unknown scheme" in bad.stderr
+
+
+@pytest.mark.parametrize("model, memory", [("hamiltonian", "reversible"), ("parabolic", "adjoint")])
+def test_pde_networks_train_in_the_memory_modes(data_dir, tmp_path, capsys, model, memory):
+    out = tmp_path / model
+    cifar10.main([
+        "--data-dir", str(data_dir), "--subset", "96", "--epochs", "1", "--batch-size", "32",
+        "--model", model, "--memory", memory, "--no-progress", "--out", str(out),
+    ])  # fmt: skip
+    assert json.loads((out / "config.json").read_text())["memory"] == memory
+    results = json.loads((out / "results.json").read_text())
+    assert 0 <= results["test_acc"] <= 1 and results["epochs"] == 1
+    assert f"{model} (" in capsys.readouterr().out

@@ -161,6 +161,8 @@ def test_refine_to_match_reproduces_a_refined_models_shape():
     other_state = db.rknet(widths=(4, 6, 8), t_theta=(0.0, 2.0, 4.0)).state_dict()
     with pytest.raises(ValueError, match="cannot be reached by refining"):
         db.refine_to_match_(other, other_state)
+    hamiltonian = db.hamiltonian_net(widths=(4, 8))  # no DynamicBlock: nothing to refine
+    assert db.refine_to_match_(hamiltonian, hamiltonian.state_dict()) == 0
 
 
 # --------------------------------------------------------------------------------- project

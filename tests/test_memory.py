@@ -77,20 +77,33 @@ def test_checkpoint_replays_the_random_numbers_of_dropout():
         torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
 
 
-def test_checkpoint_and_adjoint_store_less_than_full():
-    """Full grows by every stage's activations, checkpoint by one state a step, adjoint not."""
+def test_checkpoint_stores_a_state_per_sqrt_n_segment_and_adjoint_nothing_per_step():
+    """Full grows by every stage's activations, checkpoint by one state per segment of
+    ceil(sqrt(n)) steps, adjoint not at all."""
     x = torch.randn(2, 3, 5, 5, requires_grad=True)
     state = x.numel() * x.element_size()
     saved = {}
     for mode in ("full", "checkpoint", "adjoint"):
-        for steps in (2, 16):
+        for steps in (1, 4, 10, 16, 64):
             block = _block("rk4", steps, norm=None)
             block.memory = mode
             saved[mode, steps] = _saved_bytes(lambda b=block: b(x))
-    per_step = {mode: (saved[mode, 16] - saved[mode, 2]) / 14 for mode in ("full", "checkpoint")}
-    assert per_step["checkpoint"] == state  # the step's input
-    assert per_step["full"] > 8 * state  # per stage: the conv input and the relu output
-    assert saved["adjoint", 16] == saved["adjoint", 2]
+    segments = {1: 1, 4: 2, 10: 3, 16: 4, 64: 8}  # ceil(n / ceil(sqrt(n)))
+    for steps, count in segments.items():
+        assert saved["checkpoint", steps] - saved["checkpoint", 1] == (count - 1) * state
+        assert saved["adjoint", steps] == saved["adjoint", 1]
+    per_step = (saved["full", 64] - saved["full", 1]) / 63
+    assert per_step > 8 * state  # per stage: the conv input and the relu output
+
+
+def test_checkpoint_segments_keep_a_trajectory_and_its_gradients():
+    full = _block("midpoint", 10, "linear", (0, 0.5, 1), norm="tv")
+    checkpointed = copy.deepcopy(full)
+    checkpointed.memory = "checkpoint"
+    x = torch.randn(2, 3, 5, 5, requires_grad=True)
+    reference, grads = _gradients(full, x, True), _gradients(checkpointed, x, True)
+    for g, r in zip(grads, reference):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("scheme, order", [("euler", 1), ("midpoint", 2), ("rk4", 4)])
@@ -288,3 +301,14 @@ def test_hamiltonian_net_trains_reversibly_with_the_gradients_of_full():
         torch.testing.assert_close(g, r, rtol=1e-9, atol=1e-11)
     with pytest.raises(ValueError, match="for a HamiltonianBlock, got 'adjoint'"):
         db.set_memory(net, "adjoint")
+
+
+@pytest.mark.parametrize("kind", ["hamiltonian", "leapfrog"])
+def test_checkpointed_invertible_blocks_keep_trajectories(kind):
+    full = _invertible(kind, norm="tv")
+    checkpointed = copy.deepcopy(full)
+    checkpointed.memory = "checkpoint"
+    x = torch.randn(2, 4 if kind == "hamiltonian" else 2, 5, 5, requires_grad=True)
+    reference, grads = _gradients(full, x, True), _gradients(checkpointed, x, True)
+    for g, r in zip(grads, reference):
+        torch.testing.assert_close(g, r, rtol=1e-12, atol=1e-12)
