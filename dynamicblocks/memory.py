@@ -1,25 +1,28 @@
 """Memory modes: how a block's backward pass gets the activations it needs.
 
-Every block has a ``memory`` attribute (a constructor argument of
-:class:`~dynamicblocks.DynamicBlock`, settable on all blocks, or for a whole
-network by :func:`set_memory`):
+Every block has a ``memory`` attribute (a constructor argument of the
+explicit blocks, settable on all blocks, or for a whole network by
+:func:`set_memory`):
 
 ``"full"`` (default)
     Autograd stores every stage's activations: memory grows with the number
     of steps and stages; the gradient is exactly that of the discrete forward
     pass.
 ``"checkpoint"``
-    Each step's input is stored and the step is recomputed in backward
+    The steps run in segments of ``ceil(sqrt(N))``; each segment's input is
+    stored and the segment is recomputed in backward
     (``torch.utils.checkpoint``, non-reentrant, RNG state preserved), as in
-    ANODE (Gholami et al., arXiv:1902.10298). The gradients equal ``"full"``'s;
-    memory is one state per step plus one step's activations; time is about
-    one more forward pass. Offered by all explicit blocks.
+    ANODE (Gholami et al., arXiv:1902.10298) with the segment length of Chen
+    et al. (arXiv:1604.06174). The gradients equal ``"full"``'s; memory is
+    ``O(sqrt(N))`` states plus one segment's activations; time is about one
+    more forward pass. Offered by all explicit blocks.
 ``"adjoint"``
     Nothing is stored but the output; backward solves the adjoint equation
     over the reversed grid with the block's own scheme
     (:mod:`dynamicblocks.adjoint`). Memory is one step's, independent of the
     number of steps; the gradient is that of the continuous problem, which
-    converges to ``"full"``'s as the grid is refined. :class:`~dynamicblocks.DynamicBlock` only.
+    converges to ``"full"``'s as the grid is refined.
+    :class:`~dynamicblocks.DynamicBlock` only.
 ``"reversible"``
     Nothing is stored but the output; backward rebuilds the states step by
     step with the block's exact inverse (:mod:`dynamicblocks.reversible`).
