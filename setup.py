@@ -13,9 +13,17 @@ setup(
     python_requires=">=3.10",
     install_requires=["torch>=2.1", "numpy"],
     extras_require={
-        "test": ["pytest>=7", "torchdiffeq>=0.2.3", "ruff", "matplotlib", "tqdm"],
+        "test": [
+            "pytest>=7",
+            "torchdiffeq>=0.2.3",
+            "ruff",
+            "matplotlib",
+            "tqdm",
+            "pyyaml",
+            "jsonschema",
+        ],
         "examples": ["tqdm", "matplotlib"],
-        "docs": ["sphinx>=7", "furo"],
+        "docs": ["sphinx>=7", "furo", "myst-parser>=3", "matplotlib", "tqdm"],
         "torchvision": ["torchvision"],
     },
     classifiers=[

@@ -8,7 +8,14 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-PAGES = ["docs/continuous.md", "docs/implicit.md", "docs/memory.md"]
+PAGES = [
+    "README.md",
+    "docs/getting_started.md",
+    "docs/guide.md",
+    "docs/continuous.md",
+    "docs/implicit.md",
+    "docs/memory.md",
+]
 
 
 @pytest.mark.parametrize("page", PAGES)
