@@ -2,7 +2,7 @@
 
 No network. The YAML and schema checks need PyYAML and ``jsonschema`` (both in
 the ``test`` extra). The CFF 1.2.0 JSON schema is kept in
-``tests/data/cff-schema-1.2.0.json``, a copy of the one ``cffconvert`` ships
+``tests/schemas/cff-1.2.0.json``, a copy of the one ``cffconvert`` ships
 (https://citation-file-format.github.io/1.2.0/schema.json, CC-BY-4.0).
 """
 
@@ -89,7 +89,7 @@ def test_citation_cff_parses_and_matches_the_paper():
 def test_citation_cff_validates_against_the_cff_1_2_0_schema():
     yaml = pytest.importorskip("yaml")
     jsonschema = pytest.importorskip("jsonschema")
-    schema = json.loads((Path(__file__).parent / "data" / "cff-schema-1.2.0.json").read_text())
+    schema = json.loads((Path(__file__).parent / "schemas" / "cff-1.2.0.json").read_text())
     cff = yaml.safe_load(CFF.read_text(encoding="utf-8"))
     jsonschema.validate(cff, schema)
 
