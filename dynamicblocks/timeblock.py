@@ -87,7 +87,7 @@ class TimeBlock(nn.Module):
             elif mode == "adjoint":
                 hint = "; 'adjoint' is offered by DynamicBlock"
             raise ValueError(
-                f"memory must be one of {self.memory_modes} for a {type(self).__name__}, "
+                f"{type(self).__name__}.memory must be one of {self.memory_modes}, "
                 f"got {mode!r}{hint}"
             )
         self._memory = mode
