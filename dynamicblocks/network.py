@@ -65,7 +65,8 @@ class Stage:
             (:class:`~dynamicblocks.LeapfrogBlock`).
         options: further keyword arguments of the block, e.g.
             ``{"theta": 0.5}`` or ``{"tol": 1e-4}`` (implicit),
-            ``{"start": "taylor"}`` (leapfrog).
+            ``{"start": "taylor"}`` (leapfrog), ``{"memory": "checkpoint"}``
+            (see also :func:`~dynamicblocks.set_memory` for a whole network).
     """
 
     width: int
