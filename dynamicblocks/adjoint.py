@@ -38,8 +38,7 @@ import torch
 from torch import nn
 
 from ._buffers import buffers_restored
-from .timeblock import evaluate_control
-from .weights import StageControl, resolve_stage_controls
+from ._vjp import accumulate, field_vjp
 
 if TYPE_CHECKING:
     from .block import DynamicBlock
@@ -55,41 +54,6 @@ def adjoint_integrate(
     return _Adjoint.apply(block, return_trajectory, x, *params)
 
 
-def _vjp(
-    layers: list[nn.Module],
-    names: tuple[str, ...],
-    control: StageControl,
-    x: torch.Tensor,
-    a: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, list[tuple[nn.Parameter, torch.Tensor | None]]]:
-    """``f(x)``, ``(df/dx)^T a`` and ``(df/dtheta)^T a`` for the controls ``control`` uses."""
-    used = [control.left] if control.right is None else [control.left, control.right]
-    params = [p for j in used for p in layers[j].parameters() if p.requires_grad]
-    with torch.enable_grad():
-        x = x.detach().requires_grad_(True)
-        f = evaluate_control(layers, names, control, x)
-        grads = torch.autograd.grad(f, (x, *params), a, allow_unused=True)
-    vx = grads[0] if grads[0] is not None else torch.zeros_like(x)
-    return f.detach(), vx, list(zip(params, grads[1:]))
-
-
-def _accumulate(
-    grads: dict[nn.Parameter, torch.Tensor],
-    vp: list[tuple[nn.Parameter, torch.Tensor | None]],
-    weight: float,
-) -> None:
-    """``grads[p] += weight * g`` for every ``(p, g)`` in ``vp``."""
-    if weight == 0.0:
-        return
-    for param, grad in vp:
-        if grad is None:
-            continue
-        if param in grads:
-            grads[param].add_(grad, alpha=weight)
-        else:
-            grads[param] = grad * weight
-
-
 class _Adjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx, block, return_trajectory, x, *params):
@@ -102,34 +66,31 @@ class _Adjoint(torch.autograd.Function):
     def backward(ctx, grad_output):
         block, trajectory, params = ctx.block, ctx.return_trajectory, ctx.params
         (output,) = ctx.saved_tensors
-        tableau, t = block.tableau, block.t
-        reversed_stages = tuple(1.0 - c for c in tableau.c)
-        controls = resolve_stage_controls(t, reversed_stages, block.t_theta, block.interpolation)
         layers, names = list(block.layers), block._param_names
         grads: dict[nn.Parameter, torch.Tensor] = {}
         x = output[-1] if trajectory else output
         a = grad_output[-1] if trajectory else grad_output
         with torch.no_grad(), buffers_restored(block):
+            # the forward plan's h * a_ij and h * b_i, with the controls of the reversed stages
             for k in reversed(range(block.num_steps)):
-                h = t[k + 1] - t[k]
+                step, controls = block._steps[k], block._reverse_controls[k]
                 if trajectory:  # the stored state, rather than the one rebuilt backwards
                     x = output[k + 1]
+                weights = dict(step.update)
                 fs: list[torch.Tensor] = []
                 vs: list[torch.Tensor] = []
-                for i, control in enumerate(controls[k]):
+                for i, (stage, control) in enumerate(zip(step.stages, controls)):
                     xi, ai = x, a
-                    for j, coefficient in enumerate(tableau.a[i]):
-                        if coefficient != 0.0:
-                            xi = torch.sub(xi, fs[j], alpha=h * coefficient)
-                            ai = torch.add(ai, vs[j], alpha=h * coefficient)
-                    f, vx, vp = _vjp(layers, names, control, xi, ai)
+                    for j, increment in stage.increments:
+                        xi = torch.sub(xi, fs[j], alpha=increment)
+                        ai = torch.add(ai, vs[j], alpha=increment)
+                    f, vx, vp = field_vjp(layers, names, control, xi, ai)
                     fs.append(f)
-                    vs.append(vx)
-                    _accumulate(grads, vp, h * tableau.b[i])
-                for b, f, vx in zip(tableau.b, fs, vs):
-                    if b != 0.0:
-                        x = torch.sub(x, f, alpha=h * b)
-                        a = torch.add(a, vx, alpha=h * b)
+                    vs.append(torch.zeros_like(xi) if vx is None else vx)
+                    accumulate(grads, vp, weights.get(i, 0.0))
+                for i, weight in step.update:
+                    x = torch.sub(x, fs[i], alpha=weight)
+                    a = torch.add(a, vs[i], alpha=weight)
                 if trajectory:
                     a = a + grad_output[k]
         return (None, None, a, *(grads.get(param) for param in params))

@@ -125,6 +125,9 @@ class DynamicBlock(TimeBlock):
         self._t, self._tableau = t, tableau
         self._t_theta, self._interpolation = t_theta, interpolation
         self._steps, self._blends = self._plan(controls)
+        # the adjoint's stages run backwards, at t_{k+1} - c_i h = t_k + (1 - c_i) h
+        reversed_stages = tuple(1.0 - c for c in tableau.c)
+        self._reverse_controls = resolve_stage_controls(t, reversed_stages, t_theta, interpolation)
 
     def _plan(
         self, controls: tuple[tuple[StageControl, ...], ...]

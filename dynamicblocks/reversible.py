@@ -59,8 +59,7 @@ import torch
 from torch import nn
 
 from ._buffers import buffers_restored
-from .timeblock import evaluate_control
-from .weights import StageControl
+from ._vjp import accumulate, field_vjp
 
 if TYPE_CHECKING:  # no import at run time: hamiltonian.py may import this module
     from .hamiltonian import HamiltonianBlock, LeapfrogBlock
@@ -68,7 +67,6 @@ if TYPE_CHECKING:  # no import at run time: hamiltonian.py may import this modul
 __all__ = ["leapfrog_reversible", "verlet_reversible"]
 
 Pair = tuple[torch.Tensor, torch.Tensor]
-Grads = list[torch.Tensor | None]
 
 
 # ====================================================================================== helpers
@@ -112,47 +110,6 @@ def _modes_as(modes: Sequence[tuple[nn.Module, bool]]) -> Iterator[None]:
             module.training = training
 
 
-def _control_params(
-    layers: Sequence[nn.Module],
-    control: StageControl,
-    index: dict[int, int],
-    needs: Sequence[bool],
-) -> list[int]:
-    """Indices (into the Function's parameter inputs) of the parameters a control reads."""
-    used = [layers[control.left]]
-    if control.right is not None:
-        used.append(layers[control.right])
-    ids: list[int] = []
-    for module in used:
-        for p in module.parameters():
-            i = index.get(id(p))
-            if i is not None and needs[i] and i not in ids:
-                ids.append(i)
-    return ids
-
-
-def _vjp(
-    force: torch.Tensor,
-    state: torch.Tensor,
-    ids: Sequence[int],
-    params: Sequence[torch.Tensor],
-    grad_output: torch.Tensor,
-    grads: Grads,
-) -> torch.Tensor | None:
-    """``J^T grad_output`` for the field value ``force`` at ``state``; adds parameter grads.
-
-    Returns ``None`` where ``force`` does not depend on ``state``.
-    """
-    if not force.requires_grad:  # neither the state nor a parameter reaches the field
-        return None
-    inputs = [state] + [params[i] for i in ids]
-    result = torch.autograd.grad(force, inputs, grad_output, allow_unused=True)
-    for i, grad in zip(ids, result[1:]):
-        if grad is not None:
-            grads[i] = grad if grads[i] is None else grads[i] + grad
-    return result[0]
-
-
 def _first_order_only(backward: Callable[..., tuple[Any, ...]]) -> Callable[..., tuple[Any, ...]]:
     """Run ``backward`` without recording autograd; refuse ``create_graph=True`` clearly."""
 
@@ -166,11 +123,6 @@ def _first_order_only(backward: Callable[..., tuple[Any, ...]]) -> Callable[...,
         return backward(ctx, *grads)
 
     return wrapper
-
-
-def _leaf(x: torch.Tensor) -> torch.Tensor:
-    """A detached copy-free leaf of ``x`` that records autograd."""
-    return x.detach().requires_grad_()
 
 
 # =================================================================================== Verlet
@@ -196,35 +148,27 @@ class _VerletFunction(torch.autograd.Function):
         _check_versions(ctx)
         block, params = ctx.block, ctx.params
         y, z = ctx.saved_tensors
-        needs = ctx.needs_input_grad[3:]
-        index = {id(p): i for i, p in enumerate(params)}
-        grads: Grads = [None] * len(params)
+        grads: dict[nn.Parameter, torch.Tensor] = {}
         f1, f2 = list(block.layers1), list(block.layers2)
         with _modes_as(ctx.modes), buffers_restored(block):
             for h, control in zip(reversed(block._h), reversed(block._controls)):
                 # (y, z) = (y_{k+1}, z_{k+1}); undo z_{k+1} = z_k - h F2(y_{k+1}) ...
-                state = _leaf(y)
-                with torch.enable_grad():
-                    force = evaluate_control(f2, block._names2, control, state)
-                z = torch.add(z, force.detach(), alpha=h)
-                ids = _control_params(f2, control, index, needs)
-                back = _vjp(force, state, ids, params, grad_z * -h, grads)
+                force, back, pairs = field_vjp(f2, block._names2, control, y, grad_z * -h)
+                z = torch.add(z, force, alpha=h)
+                accumulate(grads, pairs)
                 if back is not None:  # dL/dy_{k+1} before the z half step
                     grad_y = grad_y + back
                 # ... then y_{k+1} = y_k + h F1(z_k)
-                state = _leaf(z)
-                with torch.enable_grad():
-                    force = evaluate_control(f1, block._names1, control, state)
-                y = torch.sub(y, force.detach(), alpha=h)
-                ids = _control_params(f1, control, index, needs)
-                back = _vjp(force, state, ids, params, grad_y * h, grads)
+                force, back, pairs = field_vjp(f1, block._names1, control, z, grad_y * h)
+                y = torch.sub(y, force, alpha=h)
+                accumulate(grads, pairs)
                 if back is not None:
                     grad_z = grad_z + back
         return (
             None,
             grad_y if ctx.needs_input_grad[1] else None,
             grad_z if ctx.needs_input_grad[2] else None,
-            *grads,
+            *(grads.get(p) for p in params),
         )
 
 
@@ -291,9 +235,7 @@ class _LeapfrogFunction(torch.autograd.Function):
         _check_versions(ctx)
         block, params = ctx.block, ctx.params
         y, y_prev = ctx.saved_tensors  # (y_{k+1}, y_k) for k = N - 1
-        needs = ctx.needs_input_grad[3:]
-        index = {id(p): i for i, p in enumerate(params)}
-        grads: Grads = [None] * len(params)
+        grads: dict[nn.Parameter, torch.Tensor] = {}
         layers = list(block.layers)
         steps = list(zip(block._coefficients, block._controls))
         grad_x = grad_x_prev = None
@@ -301,12 +243,11 @@ class _LeapfrogFunction(torch.autograd.Function):
             for k in reversed(range(len(steps))):
                 (ratio, kick), control = steps[k]
                 first = k == 0 and not ctx.has_prev  # y_1 = y_0 + factor kick F_0(y_0)
-                state = _leaf(y_prev)
-                with torch.enable_grad():
-                    force = evaluate_control(layers, block._names, control, state)
-                ids = _control_params(layers, control, index, needs)
                 scale = ctx.factor * kick if first else kick
-                back = _vjp(force, state, ids, params, grad_y * scale, grads)
+                force, back, pairs = field_vjp(
+                    layers, block._names, control, y_prev, grad_y * scale
+                )
+                accumulate(grads, pairs)
                 # y_{k+1} = y_k + ratio (y_k - y_{k-1}) + kick F_k(y_k): dL/dy_k, dL/dy_{k-1}
                 grad_here = grad_prev + grad_y
                 if not first:
@@ -318,14 +259,14 @@ class _LeapfrogFunction(torch.autograd.Function):
                     grad_x, grad_x_prev = grad_here, grad_before
                     break
                 # y_{k-1} from (y_{k+1}, y_k), as LeapfrogBlock.inverse
-                drift = torch.sub(torch.sub(y, y_prev), force.detach(), alpha=kick)
+                drift = torch.sub(torch.sub(y, y_prev), force, alpha=kick)
                 y, y_prev = y_prev, torch.sub(y_prev, drift, alpha=1.0 / ratio)
                 grad_y, grad_prev = grad_here, grad_before
         return (
             None,
             grad_x if ctx.needs_input_grad[1] else None,
             grad_x_prev if ctx.needs_input_grad[2] else None,
-            *grads,
+            *(grads.get(p) for p in params),
         )
 
 
