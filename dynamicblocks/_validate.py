@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
+
+import torch
+from torch import nn
 
 
 def positive_int(name: str, value: object) -> int:
@@ -37,3 +41,53 @@ def odd_kernel(kernel_size: object) -> int:
             f"kernel_size must be odd so that padding keeps the spatial size, got {kernel_size}"
         )
     return kernel_size
+
+
+def format_times(values: Sequence[float]) -> str:
+    """A short rendering of a grid (or any times) for ``extra_repr`` and messages."""
+    shown = [f"{v:g}" for v in values]
+    if len(shown) > 7:
+        shown = shown[:3] + ["..."] + shown[-2:]
+    return "[" + ", ".join(shown) + "]"
+
+
+def describe_layer(layer: nn.Module) -> str:
+    """``repr(layer)`` if it fits on one short line, else ``ClassName(...)``."""
+    text = repr(layer)
+    if "\n" in text or len(text) > 100:
+        return f"{type(layer).__name__}(...)"
+    return text
+
+
+def layer_shape_error(
+    block: str,
+    layer: nn.Module,
+    state: torch.Tensor,
+    output: object,
+    expected: tuple[int, ...] | None = None,
+) -> ValueError:
+    """The error for a layer function whose output does not have the shape it must have.
+
+    Args:
+        block: the block's name for the message, e.g. ``"DynamicBlock"``.
+        layer: the module that was evaluated.
+        state: the tensor it was evaluated on.
+        output: what it returned.
+        expected: the shape the output must have, if not ``state``'s (e.g. the
+            other stream's, for a Hamiltonian field acting on one half).
+    """
+    shape = tuple(state.shape)
+    if isinstance(output, torch.Tensor):
+        got = f"shape {tuple(output.shape)}"
+    else:
+        got = f"a {type(output).__name__}, not a tensor"
+    if expected is None or tuple(expected) == shape:
+        rule = "a layer function must return a tensor of its input's shape"
+    else:
+        rule = (
+            f"it must return a tensor of shape {tuple(expected)}, the shape of the state "
+            "its output is added to"
+        )
+    return ValueError(
+        f"{block}: the layer {describe_layer(layer)} maps a state of shape {shape} to {got}; {rule}"
+    )

@@ -9,12 +9,18 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from ._validate import layer_shape_error
 from .adjoint import adjoint_integrate
 from .grid import GridLike, as_grid, refine_grid
 from .projection import basis_matrix, projection_matrix
 from .tableaus import ButcherTableau, SchemeLike, get_tableau
 from .timeblock import TimeBlock, blend_parameters, check_module, format_times
-from .weights import StageControl, check_interpolation, resolve_stage_controls
+from .weights import (
+    StageControl,
+    check_controls_used,
+    check_interpolation,
+    resolve_stage_controls,
+)
 
 __all__ = ["DynamicBlock"]
 
@@ -36,6 +42,22 @@ def _combine(x: torch.Tensor, terms: tuple[tuple[int, float], ...], slopes: list
     for j, coefficient in terms:
         x = torch.add(x, slopes[j], alpha=coefficient)
     return x
+
+
+def _live_stage_times(tableau: ButcherTableau) -> tuple[float, ...]:
+    """The ``c_i`` of the stages whose value reaches the step's result.
+
+    Stage ``i`` is live if ``b_i != 0`` or a live later stage ``j`` has
+    ``a_ji != 0``; the weights of any other stage would get no gradient.
+    """
+    stages = tableau.stages
+    live = [b != 0.0 for b in tableau.b]
+    for i in reversed(range(stages)):
+        live[i] = live[i] or any(
+            live[j] and i < len(tableau.a[j]) and tableau.a[j][i] != 0.0
+            for j in range(i + 1, stages)
+        )
+    return tuple(c for c, keep in zip(tableau.c, live) if keep)
 
 
 def _average_modules(modules: list[nn.Module]) -> nn.Module:
@@ -86,6 +108,16 @@ class DynamicBlock(TimeBlock):
             ``"adjoint"`` (store nothing, solve the adjoint equation
             backwards); see :mod:`dynamicblocks.memory`.
 
+    Raises:
+        TypeError: if ``layer`` is not an ``nn.Module``, or a grid is not a
+            sequence of real numbers.
+        ValueError: for an invalid grid, scheme, interpolation or memory mode,
+            or if a control time of ``t_theta`` outside ``[t[0], t[-1]]`` is
+            used by no stage of the grid, scheme and interpolation (its
+            weights would never get a gradient; see
+            :func:`dynamicblocks.weights.check_controls_used`), e.g.
+            ``t_theta=[5, 6]`` on ``t=[0, 1]`` (6 is never used).
+
     Shape:
         input ``(N, *)`` (e.g. ``(N, C, H, W)`` or ``(N, D)``), output the
         same; with ``return_trajectory=True`` the output is ``(len(t), N, *)``.
@@ -109,6 +141,9 @@ class DynamicBlock(TimeBlock):
         t_theta = t[:-1] if t_theta is None else as_grid(t_theta, "t_theta", 1)
         tableau = get_tableau(scheme)
         check_interpolation(interpolation)
+        check_controls_used(
+            type(self).__name__, t, _live_stage_times(tableau), t_theta, interpolation
+        )
         self.layers = nn.ModuleList(copy.deepcopy(layer) for _ in t_theta)
         self._param_names = tuple(name for name, _ in layer.named_parameters())
         self._configure(t, tableau, t_theta, interpolation)
@@ -161,6 +196,10 @@ class DynamicBlock(TimeBlock):
         the weights at the new stage times come from the same ``theta(t)``:
         looked up for ``"constant"``, interpolated for ``"linear"``. With the
         same grid and scheme the block computes exactly the same function.
+
+        Unlike the constructor, this does not require the new grid and scheme
+        to use every control (a coarser grid for evaluation may skip some);
+        the weights of a control no stage uses get no gradient.
 
         Args:
             t: the new state grid (default: unchanged).
@@ -243,7 +282,9 @@ class DynamicBlock(TimeBlock):
 
         Raises:
             ValueError: if ``t_theta`` has more points than the block has
-                controls, or a new control has no support on the interval.
+                controls, a new control has no support on the interval, or a
+                new control outside the grid's range is used by no stage (as in
+                the constructor).
         """
         t_theta = as_grid(t_theta, "t_theta", 1)
         interpolation = check_interpolation(interpolation or self._interpolation)
@@ -255,6 +296,9 @@ class DynamicBlock(TimeBlock):
         interval = (self._t[0], self._t[-1])
         matrix = projection_matrix(
             interval, self._t_theta, self._interpolation, t_theta, interpolation
+        )
+        check_controls_used(
+            type(self).__name__, self._t, _live_stage_times(self._tableau), t_theta, interpolation
         )
         owners = basis_matrix(t_theta, self._t_theta, self._interpolation).argmax(dim=1)
         layers = [copy.deepcopy(self.layers[int(owner)]) for owner in owners]
@@ -276,6 +320,11 @@ class DynamicBlock(TimeBlock):
             x: the initial state ``(N, *)``.
             return_trajectory: if true, return the states at every grid point
                 stacked as ``(len(t), N, *)`` instead of only the final state.
+
+        Raises:
+            ValueError: if the layer returns a tensor of another shape than its
+                input's (or no tensor), naming the block, the layer and both
+                shapes (in every memory mode), rather than broadcasting it.
         """
         if self._memory == "adjoint" and torch.is_grad_enabled():
             return adjoint_integrate(self, x, return_trajectory)
@@ -310,10 +359,15 @@ class DynamicBlock(TimeBlock):
         slopes: list[torch.Tensor] = []
         for stage in step.stages:
             y = _combine(x, stage.increments, slopes)
+            layer = layers[stage.control]
             if stage.blend is None:
-                slopes.append(layers[stage.control](y))
+                slope = layer(y)
             else:
-                slopes.append(functional_call(layers[stage.control], blends[stage.blend], (y,)))
+                slope = functional_call(layer, blends[stage.blend], (y,))
+            # host metadata only: no device sync; a wrong shape would broadcast silently
+            if not isinstance(slope, torch.Tensor) or slope.shape != y.shape:
+                raise layer_shape_error(type(self).__name__, layer, y, slope)
+            slopes.append(slope)
         return _combine(x, step.update, slopes)
 
     def extra_repr(self) -> str:

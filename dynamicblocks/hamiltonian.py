@@ -40,7 +40,12 @@ from torch import nn
 from .grid import GridLike, as_grid
 from .reversible import leapfrog_reversible, verlet_reversible
 from .timeblock import TimeBlock, check_module, evaluate_control, format_times
-from .weights import StageControl, check_interpolation, resolve_stage_controls
+from .weights import (
+    StageControl,
+    check_controls_used,
+    check_interpolation,
+    resolve_stage_controls,
+)
 
 __all__ = ["HamiltonianBlock", "LeapfrogBlock"]
 
@@ -75,6 +80,7 @@ class _ControlledBlock(TimeBlock):
         t = as_grid(t, name="t")
         t_theta = t[:-1] if t_theta is None else as_grid(t_theta, "t_theta", 1)
         check_interpolation(interpolation)
+        check_controls_used(type(self).__name__, t, (0.0,), t_theta, interpolation)
         controls = tuple(c for (c,) in resolve_stage_controls(t, (0.0,), t_theta, interpolation))
         self._t, self._t_theta, self._interpolation = t, t_theta, interpolation
         self._h = tuple(right - left for left, right in zip(t, t[1:]))
@@ -181,6 +187,16 @@ class HamiltonianBlock(_ControlledBlock):
         memory: ``"full"``, ``"checkpoint"`` or ``"reversible"`` (see
             :mod:`dynamicblocks.memory`).
 
+    Raises:
+        TypeError: if ``layer`` or ``layer2`` is not an ``nn.Module``, or a
+            grid is not a sequence of real numbers.
+        ValueError: for an invalid grid, interpolation or memory mode, or if a
+            control time of ``t_theta`` outside ``[t[0], t[-1]]`` is used by
+            no step (each step ``k`` evaluates ``theta(t_k)``; its weights
+            would never get a gradient; see
+            :func:`dynamicblocks.weights.check_controls_used`), e.g.
+            ``t_theta=[5, 6]`` on ``t=[0, 1]`` (6 is never used).
+
     Shape:
         a tensor ``(N, C, *)`` with even ``C``, split along dim 1 into
         ``y = x[:, :C/2]`` and ``z = x[:, C/2:]``; the output is
@@ -220,7 +236,11 @@ class HamiltonianBlock(_ControlledBlock):
                 are concatenated along dim 2, the channel dim of each state).
 
         Raises:
-            ValueError: if a tensor ``x`` has an odd number of channels.
+            ValueError: if a tensor ``x`` has an odd number of channels, or a
+                field returns a tensor of another shape than the stream it is
+                added to (``F1(z)`` that of ``y``, ``F2(y)`` that of ``z``; for
+                a tensor ``x`` both are the half it acts on), naming the block,
+                the layer and both shapes (in every memory mode).
         """
         y, z = _split(x, "x")
         mode = self._mode(return_trajectory)
@@ -257,8 +277,9 @@ class HamiltonianBlock(_ControlledBlock):
         f2: list[nn.Module],
     ) -> Pair:
         """One Verlet step from ``(y_k, z_k)``."""
-        y = torch.add(y, evaluate_control(f1, self._names1, control, z), alpha=h)
-        z = torch.sub(z, evaluate_control(f2, self._names2, control, y), alpha=h)
+        name = type(self).__name__
+        y = torch.add(y, evaluate_control(f1, self._names1, control, z, name, y.shape), alpha=h)
+        z = torch.sub(z, evaluate_control(f2, self._names2, control, y, name, z.shape), alpha=h)
         return y, z
 
     def inverse(self, output: torch.Tensor | Pair) -> torch.Tensor | Pair:
@@ -270,9 +291,10 @@ class HamiltonianBlock(_ControlledBlock):
         """
         y, z = _split(output, "output")
         f1, f2 = list(self.layers1), list(self.layers2)
+        name = type(self).__name__
         for h, control in zip(reversed(self._h), reversed(self._controls)):
-            z = torch.add(z, evaluate_control(f2, self._names2, control, y), alpha=h)
-            y = torch.sub(y, evaluate_control(f1, self._names1, control, z), alpha=h)
+            z = torch.add(z, evaluate_control(f2, self._names2, control, y, name, z.shape), alpha=h)
+            y = torch.sub(y, evaluate_control(f1, self._names1, control, z, name, y.shape), alpha=h)
         if isinstance(output, torch.Tensor):
             return torch.cat([y, z], dim=1)
         return y, z
@@ -341,6 +363,16 @@ class LeapfrogBlock(_ControlledBlock):
         memory: ``"full"``, ``"checkpoint"`` or ``"reversible"`` (see
             :mod:`dynamicblocks.memory`).
 
+    Raises:
+        TypeError: if ``layer`` is not an ``nn.Module``, or a grid is not a
+            sequence of real numbers.
+        ValueError: for an invalid grid, interpolation, start or memory
+            mode, or if a control time of ``t_theta`` outside ``[t[0], t[-1]]``
+            is used by no step (each step ``k`` evaluates ``theta(t_k)``; its
+            weights would never get a gradient; see
+            :func:`dynamicblocks.weights.check_controls_used`), e.g.
+            ``t_theta=[5, 6]`` on ``t=[0, 1]`` (6 is never used).
+
     Shape:
         input ``(N, *)``, output the same; ``return_pair`` gives two such
         tensors, ``return_trajectory`` ``(len(t), N, *)`` (``y_0, ..., y_N``).
@@ -395,7 +427,10 @@ class LeapfrogBlock(_ControlledBlock):
                 ``(len(t), N, *)``.
 
         Raises:
-            ValueError: if both ``return_pair`` and ``return_trajectory`` are set.
+            ValueError: if both ``return_pair`` and ``return_trajectory`` are
+                set, or if the layer returns a tensor of another shape than its
+                input's, naming the block, the layer and both shapes (in every
+                memory mode).
         """
         if return_pair and return_trajectory:
             raise ValueError("return_pair and return_trajectory cannot both be true")
@@ -425,7 +460,7 @@ class LeapfrogBlock(_ControlledBlock):
     ) -> torch.Tensor:
         """``y_{k+1}`` from ``y_k`` and ``y_{k-1}`` (None: the first step, by :attr:`start`)."""
         ratio, kick = coefficients
-        force = evaluate_control(layers, self._names, control, y)
+        force = evaluate_control(layers, self._names, control, y, type(self).__name__)
         if y_prev is None:
             return torch.add(y, force, alpha=(1.0 if self._start == "rest" else 0.5) * kick)
         y_next = torch.add(y, torch.sub(y, y_prev), alpha=ratio)
@@ -439,7 +474,7 @@ class LeapfrogBlock(_ControlledBlock):
         layers = list(self.layers)
         y_next, y = y_last, y_before_last
         for (ratio, kick), control in zip(reversed(self._coefficients), reversed(self._controls)):
-            force = evaluate_control(layers, self._names, control, y)
+            force = evaluate_control(layers, self._names, control, y, type(self).__name__)
             drift = torch.sub(torch.sub(y_next, y), force, alpha=kick)
             y_next, y = y, torch.sub(y, drift, alpha=1.0 / ratio)
         return y_next, y

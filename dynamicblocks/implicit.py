@@ -46,7 +46,12 @@ from ._validate import int_in_range, positive_int
 from .fixed_point import anderson
 from .grid import GridLike, as_grid, step_sizes
 from .timeblock import TimeBlock, check_module, evaluate_control
-from .weights import StageControl, check_interpolation, resolve_stage_controls
+from .weights import (
+    StageControl,
+    check_controls_used,
+    check_interpolation,
+    resolve_stage_controls,
+)
 
 __all__ = ["ImplicitBlock", "IMPLICIT_SCHEMES", "ConvergenceWarning", "ConvergenceError"]
 
@@ -99,6 +104,18 @@ class ImplicitBlock(TimeBlock):
             implicit-function-theorem backward stores no iterations.)
         on_failure: ``"warn"`` (default), ``"raise"`` or ``"ignore"`` when a
             solve stops above ``tol``.
+
+    Raises:
+        TypeError: if ``layer`` is not an ``nn.Module``, or a grid is not a
+            sequence of real numbers.
+        ValueError: for an invalid grid, scheme, theta, interpolation, tol,
+            max_iter, anderson_memory or on_failure, or if a control time of
+            ``t_theta`` outside ``[t[0], t[-1]]`` is used by no evaluation of
+            ``f`` that reaches the result (its weights would never get a
+            gradient; see :func:`dynamicblocks.weights.check_controls_used`).
+            Those evaluations are at ``t_k`` (if ``theta < 1``) and ``t_{k+1}``
+            (if ``theta > 0``), or at ``t_k + h/2`` for the implicit midpoint
+            rule.
     """
 
     def __init__(
@@ -133,6 +150,11 @@ class ImplicitBlock(TimeBlock):
         self._t = as_grid(t, name="t")
         self._t_theta = self._t[:-1] if t_theta is None else as_grid(t_theta, "t_theta", 1)
         self._interpolation = check_interpolation(interpolation)
+        if scheme == "implicit_midpoint":
+            live: tuple[float, ...] = (0.5,)
+        else:  # f(x) at t_k weighs 1 - theta, f(y) at t_{k+1} weighs theta
+            live = tuple(c for c, w in ((0.0, 1.0 - theta), (1.0, theta)) if w != 0.0)
+        check_controls_used(type(self).__name__, self._t, live, self._t_theta, interpolation)
         self.scheme, self.theta = scheme, theta
         self.tol, self.max_iter = float(tol), positive_int("max_iter", max_iter)
         self.anderson_memory = int_in_range("anderson_memory", anderson_memory, 0)
@@ -146,7 +168,7 @@ class ImplicitBlock(TimeBlock):
         self.backward_stats: list[dict] = []
 
     def _field(self, control: StageControl, y: torch.Tensor) -> torch.Tensor:
-        return evaluate_control(self.layers, self._param_names, control, y)
+        return evaluate_control(self.layers, self._param_names, control, y, type(self).__name__)
 
     def _report(self, stats: list[dict], what: str, step: int, result) -> None:
         stats.append({"step": step, "iterations": result.iterations,
@@ -226,7 +248,12 @@ class ImplicitBlock(TimeBlock):
         out.register_hook(hook)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Integrate from ``t[0]`` to ``t[-1]`` starting at ``x`` (``(N, *)`` -> ``(N, *)``)."""
+        """Integrate from ``t[0]`` to ``t[-1]`` starting at ``x`` (``(N, *)`` -> ``(N, *)``).
+
+        Raises:
+            ValueError: if the layer returns a tensor of another shape than its
+                input's (or no tensor), naming the block, the layer and both shapes.
+        """
         self.solver_stats, self.backward_stats = [], []
         for step, h in enumerate(self._h):
             x = self._solve(step, x, h)

@@ -12,6 +12,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from ._buffers import buffers_restored
+from ._validate import format_times, layer_shape_error
 from .weights import StageControl
 
 State = tuple  # a block's state between steps: one tensor, or two (streams, or y_k and y_{k-1})
@@ -26,14 +27,6 @@ def check_module(name: str, value: object) -> nn.Module:
     return value
 
 
-def format_times(values: tuple[float, ...]) -> str:
-    """A short rendering of a grid for ``extra_repr``."""
-    shown = [f"{v:g}" for v in values]
-    if len(shown) > 7:
-        shown = shown[:3] + ["..."] + shown[-2:]
-    return "[" + ", ".join(shown) + "]"
-
-
 def blend_parameters(
     names: tuple[str, ...], left: nn.Module, right: nn.Module, weight: float
 ) -> dict[str, torch.Tensor]:
@@ -43,18 +36,39 @@ def blend_parameters(
 
 
 def evaluate_control(
-    layers: Sequence[nn.Module], names: tuple[str, ...], control: StageControl, x: torch.Tensor
+    layers: Sequence[nn.Module],
+    names: tuple[str, ...],
+    control: StageControl,
+    x: torch.Tensor,
+    block: str | None = None,
+    shape: torch.Size | None = None,
 ) -> torch.Tensor:
     """The field at ``x`` with the weights ``control`` stands for.
 
     A control ``left`` as it is, or ``(1 - w) theta[left] + w theta[right]``
     evaluated by the ``owner`` module (whose buffers are used), with ``names``
     the parameter names of one control.
+
+    With ``block`` (the block's name for the message) the output is checked
+    to be a tensor of shape ``shape`` (default: ``x``'s), a comparison of host
+    metadata that costs no device synchronisation.
+
+    Raises:
+        ValueError: if checked and the output has another shape (or is not a tensor).
     """
+    module = layers[control.owner]
     if control.right is None:
-        return layers[control.left](x)
-    params = blend_parameters(names, layers[control.left], layers[control.right], control.weight)
-    return functional_call(layers[control.owner], params, (x,))
+        out = module(x)
+    else:
+        params = blend_parameters(
+            names, layers[control.left], layers[control.right], control.weight
+        )
+        out = functional_call(module, params, (x,))
+    if block is not None:
+        expected = x.shape if shape is None else shape
+        if not isinstance(out, torch.Tensor) or out.shape != expected:
+            raise layer_shape_error(block, module, x, out, expected)
+    return out
 
 
 class TimeBlock(nn.Module):

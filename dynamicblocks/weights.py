@@ -18,6 +18,18 @@ A stage evaluated at time ``s`` uses:
 
 Everything here is resolved once, when a block is built, into
 :class:`StageControl` records that the forward loop only reads.
+
+A control time outside the grid's range ``[t[0], t[-1]]`` from which no
+stage of any step takes a nonzero weight is rejected when a block is built
+(:func:`check_controls_used`): its weights would never get a gradient (and
+under ``DistributedDataParallel`` the backward pass would fail with "Expected
+to have finished reduction"). Outside the range a control is still legal
+where a stage uses it (the first control with ``"constant"``, or a
+``"linear"`` neighbour of a stage time). Controls inside the range are always
+accepted, as they define ``theta(t)`` on the interval whatever grid samples it
+(a block may be built on a coarse grid and re-discretised, see
+:meth:`~dynamicblocks.DynamicBlock.remanifest`); :func:`unused_controls` lists
+those the present grid leaves without a gradient.
 """
 
 from __future__ import annotations
@@ -26,7 +38,16 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-__all__ = ["INTERPOLATIONS", "StageControl", "check_interpolation", "resolve_stage_controls"]
+from ._validate import format_times
+
+__all__ = [
+    "INTERPOLATIONS",
+    "StageControl",
+    "check_controls_used",
+    "check_interpolation",
+    "resolve_stage_controls",
+    "unused_controls",
+]
 
 INTERPOLATIONS = ("constant", "linear")
 _REL_TOL = 1e-9
@@ -48,6 +69,11 @@ class StageControl:
     def owner(self) -> int:
         """The nearer control: its buffers are used and updated."""
         return self.right if self.right is not None and self.weight > 0.5 else self.left
+
+
+def _tolerance(t: Sequence[float], t_theta: Sequence[float]) -> float:
+    """The absolute tolerance of time comparisons: 1e-9 relative to the largest time."""
+    return _REL_TOL * max(1.0, *(abs(v) for v in t), *(abs(v) for v in t_theta))
 
 
 def check_interpolation(interpolation: str) -> str:
@@ -79,8 +105,7 @@ def resolve_stage_controls(
     time is treated as equal to it.
     """
     check_interpolation(interpolation)
-    scale = max(1.0, *(abs(v) for v in t), *(abs(v) for v in t_theta))
-    tol = _REL_TOL * scale
+    tol = _tolerance(t, t_theta)
     last = len(t_theta) - 1
     steps = []
     for t_k, t_next in zip(t, t[1:]):
@@ -104,3 +129,80 @@ def resolve_stage_controls(
                 stages.append(StageControl(j, j + 1, w))
         steps.append(tuple(stages))
     return tuple(steps)
+
+
+def unused_controls(
+    t: Sequence[float],
+    c: Sequence[float],
+    t_theta: Sequence[float],
+    interpolation: str,
+) -> tuple[int, ...]:
+    """The indices of the controls from which no stage takes a nonzero weight.
+
+    Args as for :func:`resolve_stage_controls`; ``c`` should hold only the
+    stages whose value reaches the step's result. A blended stage
+    ``(1 - w) theta[j] + w theta[j + 1]`` has ``0 < w < 1``, so it uses both.
+    """
+    used: set[int] = set()
+    for step in resolve_stage_controls(t, c, t_theta, interpolation):
+        for control in step:
+            used.add(control.left)
+            if control.right is not None:
+                used.add(control.right)
+    return tuple(j for j in range(len(t_theta)) if j not in used)
+
+
+def check_controls_used(
+    block: str,
+    t: Sequence[float],
+    c: Sequence[float],
+    t_theta: Sequence[float],
+    interpolation: str,
+) -> None:
+    """Raise if a control time outside ``[t[0], t[-1]]`` is used by no stage.
+
+    See the module docstring for the rule and why controls inside the range
+    are accepted even where the present grid does not use them.
+
+    Args:
+        block: the block's name for the message, e.g. ``"DynamicBlock"``.
+        t: the validated state grid.
+        c: the stage times, as fractions of a step, of the stages whose value
+            reaches the step's result (the others' weights get no gradient).
+        t_theta: the validated control times.
+        interpolation: ``"constant"`` or ``"linear"``.
+
+    Raises:
+        ValueError: naming ``t_theta``, the unused control times, the grid's
+            range and the times at which the stages evaluate ``theta(t)``.
+    """
+    start, end, tol = t[0], t[-1], _tolerance(t, t_theta)
+    unused = [
+        j
+        for j in unused_controls(t, c, t_theta, interpolation)
+        if not start - tol <= t_theta[j] <= end + tol
+    ]
+    if not unused:
+        return
+    if interpolation == "constant":
+        times = t[:-1]
+        rule = (
+            "with interpolation='constant' every stage of step k uses the control at or "
+            "left of the step's start t_k (the first control before it)"
+        )
+    else:
+        times = sorted({t_k + c_i * (t_next - t_k) for t_k, t_next in zip(t, t[1:]) for c_i in c})
+        rule = (
+            "with interpolation='linear' a stage blends the two controls around its time "
+            "(the first or last control alone beyond them)"
+        )
+    many = len(unused) > 1
+    raise ValueError(
+        f"{block}: t_theta = {format_times(t_theta)} has control time{'s' * many} "
+        f"{format_times([t_theta[j] for j in unused])} (index{'es' * many} "
+        f"{', '.join(map(str, unused))}) outside the grid's range [{start:g}, {end:g}] "
+        f"that no stage uses, so {'their' if many else 'its'} weights would never get a "
+        f"gradient: the stages evaluate theta(t) at {format_times(times)}, and {rule}; "
+        f"expected control times in [{start:g}, {end:g}], or outside it only where a "
+        "stage uses them"
+    )
