@@ -10,29 +10,39 @@ copies and subsets with fewer images per batch load too.
 :class:`CifarDataset` keeps all images as one ``uint8`` tensor on a device and
 serves shuffled, optionally augmented and sharded mini-batches built with
 whole-batch tensor operations: no per-image Python loop, no DataLoader
-workers. :func:`split` makes a seeded train/validation split.
+workers. :class:`TensorDataset` does the same for any tensors of your own,
+with the same order and sharding. :func:`split` makes a seeded
+train/validation split of either.
 
 The batches are pickles, and unpickling runs code named by the file: the
-reader here only resolves the handful of NumPy globals an array needs, so a
-tampered batch file fails with a ValueError instead of running anything else.
+reader here resolves only the handful of NumPy globals an array needs, each
+through a checked stand-in, and refuses the instructions that let a small
+file build a huge object graph, so a tampered or malicious batch file fails
+with a ValueError naming it, in memory and time bounded by its size, instead
+of running anything else or exhausting memory.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import itertools
 import math
 import os
 import pickle
+import re
+import reprlib
 import shutil
+import struct
 import tarfile
 import tempfile
+import time
 import urllib.request
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple, NoReturn, cast
 
 import numpy as np
 import torch
@@ -51,6 +61,7 @@ __all__ = [
     "CifarArrays",
     "CifarDataset",
     "CifarNotFoundError",
+    "TensorDataset",
     "crop_flip",
     "load_cifar",
     "normalize",
@@ -147,7 +158,17 @@ def load_cifar(name: str, root: str | os.PathLike, download: bool = True) -> Cif
     (``root/cifar-10-python.tar.gz`` or ``root/cifar-100-python.tar.gz``),
     which it extracts into ``root``. With ``download=True`` and neither
     present, it downloads the official archive into ``root``, checks its MD5
-    and extracts it. No checksum is asked of files already on disk.
+    and extracts it. No checksum is asked of files already on disk, and
+    extraction never replaces them: only the batch files missing from the
+    directory are taken from the archive.
+
+    Hidden leftovers of an extraction or download that was killed
+    (``.cifar-10-batches-py.XXXXXXXX.part/``,
+    ``.cifar-10-python.tar.gz.XXXXXXXX.part`` and their CIFAR-100
+    counterparts, exactly as this module names them) are removed from
+    ``root`` first, once an hour has passed since they were last written,
+    so that another process's extraction or download in progress (each
+    rank of a ``torchrun`` job loads the data) is left alone.
 
     Args:
         name: ``"cifar10"`` or ``"cifar100"`` (case-insensitive).
@@ -157,11 +178,14 @@ def load_cifar(name: str, root: str | os.PathLike, download: bool = True) -> Cif
     Raises:
         CifarNotFoundError: (a :class:`FileNotFoundError`) if the data is
             missing and ``download`` is False or the download failed; the
-            message says what to put where.
+            message says what to put where. Also if a batch file's name in
+            the directory is taken by something that is not a file, which
+            extraction leaves alone.
         ValueError: for an unknown ``name``, a downloaded archive with the
             wrong MD5 (the partial file is removed), an unsafe or unreadable
             archive, or a batch file that is not a valid CIFAR batch (the
-            message names the file).
+            message names the file), including one whose pickle describes
+            far more than the file holds: it is refused before it is built.
         TypeError: if ``name`` is not a string or ``download`` not a bool.
         NotADirectoryError: if ``root`` is an existing file.
     """
@@ -172,6 +196,7 @@ def load_cifar(name: str, root: str | os.PathLike, download: bool = True) -> Cif
     root = Path(os.fspath(root)).expanduser()
     if root.exists() and not root.is_dir():
         raise NotADirectoryError(f"root must be a directory, got the file {root}")
+    _remove_leftovers(root, spec)
     folder = root / spec.folder
     if _missing_files(folder, spec):
         archive = root / spec.archive
@@ -212,6 +237,51 @@ def _not_found_message(spec: _Spec, root: Path) -> str:
     return message
 
 
+# --------------------------------------------------------------------------- leftovers
+
+#: The suffix of a partial download (a file) or extraction (a directory) in ``root``.
+_PARTIAL = ".part"
+#: Seconds since a leftover was last written before it counts as abandoned.
+_LEFTOVER_AGE = 3600.0
+
+
+def _leftover_pattern(name: str) -> re.Pattern[str]:
+    """The names :func:`tempfile.mkstemp`/``mkdtemp`` give with prefix ``.name.`` and our suffix.
+
+    Their random part is 8 characters from ``[a-z0-9_]``.
+    """
+    return re.compile(re.escape(f".{name}.") + "[a-z0-9_]{8}" + re.escape(_PARTIAL))
+
+
+def _remove_leftovers(root: Path, spec: _Spec) -> None:
+    """Remove the staging directories and partial downloads of interrupted loads from ``root``.
+
+    Only entries named exactly as :func:`_extract` (a directory, not a link)
+    and :func:`_download_archive` (a regular file) name theirs, and only once
+    unmodified for :data:`_LEFTOVER_AGE` seconds: a younger one may belong to
+    another process at work. Errors are ignored: this is tidying up.
+    """
+    staging, download = _leftover_pattern(spec.folder), _leftover_pattern(spec.archive)
+    try:
+        entries = list(os.scandir(root))
+    except OSError:  # no root yet, or unreadable: nothing to tidy
+        return
+    cutoff = time.time() - _LEFTOVER_AGE
+    for entry in entries:
+        is_staging = staging.fullmatch(entry.name) is not None
+        if not (is_staging or download.fullmatch(entry.name)):
+            continue
+        try:
+            if entry.stat(follow_symlinks=False).st_mtime > cutoff:
+                continue
+            if is_staging and entry.is_dir(follow_symlinks=False):
+                shutil.rmtree(entry.path, ignore_errors=True)
+            elif not is_staging and entry.is_file(follow_symlinks=False):
+                os.unlink(entry.path)
+        except OSError:  # removed meanwhile by another process, or not ours to remove
+            pass
+
+
 # --------------------------------------------------------------------------- download
 
 
@@ -233,7 +303,7 @@ def _download_archive(key: str, spec: _Spec, root: Path) -> None:
     """Download into a temporary file in ``root``, check the MD5, then rename."""
     url, expected = ARCHIVE_URLS[key], ARCHIVE_MD5[key]
     root.mkdir(parents=True, exist_ok=True)
-    handle, name = tempfile.mkstemp(prefix=f".{spec.archive}.", suffix=".part", dir=root)
+    handle, name = tempfile.mkstemp(prefix=f".{spec.archive}.", suffix=_PARTIAL, dir=root)
     os.close(handle)
     partial = Path(name)
     try:
@@ -274,13 +344,24 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
 
 
 def _extract(archive: Path, root: Path, spec: _Spec) -> None:
-    """Extract ``spec.folder/`` from ``archive`` into ``root``, refusing unsafe members.
+    """Extract what ``root/spec.folder/`` lacks from ``archive``, refusing unsafe members.
 
-    Every member is checked before anything is written; files are extracted
-    into a staging directory in ``root`` and then moved into place, so an
-    interrupted extraction leaves no truncated batch behind.
+    Every member is checked before anything is written; the archive's folder
+    is extracted into a staging directory in ``root``
+    (``.<folder>.XXXXXXXX.part``) and only the files that the destination
+    lacks are then moved into place: a file already there, the user's own or
+    re-encoded copy, is never replaced. An interrupted extraction leaves no
+    truncated batch behind, only the staging directory, which a later
+    :func:`load_cifar` removes.
+
+    Raises:
+        ValueError: if the archive is unreadable, unsafe or lacks a batch.
+        CifarNotFoundError: if a batch is still missing afterwards because
+            something that is not a file (a directory, a broken link) has
+            its name.
     """
-    staging = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", dir=root))
+    folder = root / spec.folder
+    staging = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", suffix=_PARTIAL, dir=root))
     try:
         try:
             with tarfile.open(archive, "r:*") as tar:
@@ -296,57 +377,378 @@ def _extract(archive: Path, root: Path, spec: _Spec) -> None:
         if missing:
             files = ", ".join(f"{spec.folder}/{f}" for f in missing)
             raise ValueError(f"archive {archive} lacks {files}")
-        folder = root / spec.folder
         folder.mkdir(exist_ok=True)
-        for path in extracted.iterdir():
-            if path.is_file():
-                os.replace(path, folder / path.name)
+        for path in sorted(extracted.iterdir()):
+            target = folder / path.name
+            if path.is_file() and not os.path.lexists(target):  # a link counts as there
+                os.replace(path, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    blocked = _missing_files(folder, spec)
+    if blocked:
+        raise CifarNotFoundError(
+            f"{folder / blocked[0]} exists but is not a file, so the copy in {archive} was not "
+            f"put in its place; move it away and load again"
+        )
 
 
 # --------------------------------------------------------------------------- batch files
+#
+# A batch file is a pickle, and a pickle is a program: besides calling what it
+# names, it can refer back to any object it built (the memo), so a few bytes
+# can describe a huge object graph, such as ``[row] * 100_000`` or a tuple
+# nested 60 deep whose hash visits 2**60 leaves. The reader below is
+# :mod:`pickle`'s pure-Python unpickler with its dangerous instructions
+# replaced, so that what it builds, and the time it takes, stay proportional to
+# the file's size: the only callables are checked stand-ins for the few NumPy
+# helpers an array's pickle names, none of which allocates more than the file
+# holds; dict keys must be plain values (no tuple hashing); sets, class
+# instances, persistent ids and extension codes are refused; and no length
+# read from the file may run past its end. The labels are then checked to be a
+# flat list (or 1-D array) of ints, one per image, before NumPy sees them.
 
-_NUMPY_GLOBALS = {
-    (module, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")
-} | {
-    ("numpy.core.numeric", "_frombuffer"),
-    ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"),
-    ("numpy", "dtype"),
-    ("_codecs", "encode"),  # how protocols 0-2 spell bytes under Python 3
-    ("__builtin__", "bytes"),  # ... and empty bytes
-    ("builtins", "bytes"),
+
+class _ArrayClass:
+    """What ``numpy.ndarray`` resolves to in a batch: an argument for ``_reconstruct`` only.
+
+    The real class would let the pickle call ``ndarray(shape)``, which
+    allocates the whole shape without a byte of it being in the file.
+    """
+
+    __slots__ = ()
+
+    def __call__(self, *args: object) -> NoReturn:
+        _refuse("to call numpy.ndarray, which allocates its whole shape")
+
+    def __repr__(self) -> str:
+        return "numpy.ndarray"
+
+
+_NDARRAY = _ArrayClass()
+_DTYPE_KINDS = "biufcSU"  # bool, ints, floats, complex, bytes and str: no objects, no structs
+_SCALAR_KINDS = "biufc"
+_MAX_DIMS = 32
+_KEY_TYPES = (str, bytes, int, float, bool, type(None))  # hashed in time linear in their size
+
+
+def _refuse(what: str) -> NoReturn:
+    raise pickle.UnpicklingError(
+        f"refusing {what}: a CIFAR batch holds only NumPy arrays, lists, bytes and numbers"
+    )
+
+
+def _is_shape(shape: object) -> bool:
+    return (
+        type(shape) is tuple
+        and len(shape) <= _MAX_DIMS
+        and all(type(n) is int and 0 <= n < 1 << 62 for n in shape)
+    )
+
+
+def _array_dtype(dtype: object) -> np.dtype:
+    if not isinstance(dtype, np.dtype) or dtype.kind not in _DTYPE_KINDS:
+        _refuse(f"an array of dtype {dtype!r}")
+    return dtype
+
+
+def _reconstruct(subtype: object, shape: object, dtype: object) -> np.ndarray:
+    """``numpy._core.multiarray._reconstruct`` as NumPy pickles every array: an empty start."""
+    if subtype is not _NDARRAY or type(shape) is not tuple or shape != (0,):
+        _refuse("a _reconstruct call other than _reconstruct(numpy.ndarray, (0,), ...)")
+    return np.empty(0, np.int8)  # BUILD then gives it its shape, dtype and bytes
+
+
+def _dtype(spec: object, align: object = False, copy: object = True) -> np.dtype:
+    """``numpy.dtype(spec, align, copy)`` for the plain dtypes of :data:`_DTYPE_KINDS`.
+
+    Always a fresh copy: with ``copy=False`` NumPy returns its shared
+    descriptor, which the BUILD that follows would then modify for everyone.
+    """
+    if type(spec) is bytes:  # a Python 2 str
+        spec = spec.decode("ascii")
+    if type(spec) is not str or len(spec) > 16:
+        _refuse(f"the dtype {spec!r}")
+    dtype = np.dtype(spec)
+    if dtype.kind not in _DTYPE_KINDS or dtype.fields is not None or dtype.subdtype is not None:
+        _refuse(f"the dtype {spec!r}")
+    return np.dtype(spec, False, True)
+
+
+def _scalar(dtype: object, data: object = None) -> np.generic:
+    """``numpy._core.multiarray.scalar``: a number from exactly its own bytes."""
+    if (
+        not isinstance(dtype, np.dtype)
+        or dtype.kind not in _SCALAR_KINDS
+        or type(data) is not bytes
+        or len(data) != dtype.itemsize
+    ):
+        _refuse(f"a NumPy scalar of dtype {dtype!r} from {type(data).__name__}")
+    return np.frombuffer(data, dtype)[0]
+
+
+def _frombuffer(buffer: object, dtype: object, shape: object, order: object) -> np.ndarray:
+    """``numpy._core.numeric._frombuffer`` (protocol 5): a view of bytes from the file."""
+    if type(buffer) not in (bytes, bytearray) or not _is_shape(shape) or order not in ("C", "F"):
+        _refuse("a _frombuffer call with these arguments")
+    return np.frombuffer(buffer, _array_dtype(dtype)).reshape(shape, order=order)
+
+
+def _encode(text: object, encoding: object = "utf-8") -> bytes:
+    """``_codecs.encode(text, "latin1")``, how protocols 0-2 write bytes under Python 3."""
+    if type(text) is not str or type(encoding) is not str or encoding != "latin1":
+        _refuse(f"_codecs.encode of a {type(text).__name__} to {encoding!r}")
+    return text.encode("latin-1")
+
+
+def _empty_bytes(*args: object) -> bytes:
+    """``bytes()``, how protocols 0-2 write ``b""``; ``bytes(n)`` would allocate n bytes."""
+    if args:
+        _refuse("a bytes() call with arguments")
+    return b""
+
+
+_BATCH_GLOBALS: dict[tuple[str, str], object] = {
+    ("numpy", "ndarray"): _NDARRAY,
+    ("numpy", "dtype"): _dtype,
+    ("_codecs", "encode"): _encode,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
 }
+for _core in ("numpy.core", "numpy._core"):  # NumPy 1 wrote numpy.core, NumPy 2 numpy._core
+    _BATCH_GLOBALS[f"{_core}.multiarray", "_reconstruct"] = _reconstruct
+    _BATCH_GLOBALS[f"{_core}.multiarray", "scalar"] = _scalar
+    _BATCH_GLOBALS[f"{_core}.numeric", "_frombuffer"] = _frombuffer
 
 
-class _BatchUnpickler(pickle.Unpickler):
-    """An unpickler that resolves only what a NumPy array needs."""
+def _check_array_state(array: np.ndarray, state: object) -> None:
+    """``ndarray.__setstate__(state)`` may only fill an empty array with bytes from the file."""
+    if array.size or array.base is not None:
+        _refuse("to set the state of an array other than a fresh, empty one")
+    if type(state) is not tuple or len(state) not in (4, 5):
+        _refuse("an array state that is not a 4- or 5-tuple")
+    shape, dtype, _, data = state[-4:]
+    if not _is_shape(shape) or type(data) is not bytes:
+        _refuse("an array state other than (version, shape, dtype, fortran, bytes)")
+    if math.prod(shape) * _array_dtype(dtype).itemsize != len(data):
+        _refuse(f"an array of shape {shape} and dtype {dtype} from {len(data)} bytes")
+
+
+def _check_dtype_state(dtype: np.dtype, state: object) -> None:
+    """``dtype.__setstate__(state)`` may only set the byte order of a plain dtype."""
+    flexible = dtype.kind in "SU"
+    if (
+        type(state) is not tuple
+        or len(state) not in (8, 9)
+        or state[0] not in (3, 4)
+        or state[1] not in ("<", ">", "|", "=", b"<", b">", b"|", b"=")
+        or state[2:5] != (None, None, None)  # subarray, names, fields
+        or not all(type(value) is int for value in state[5:8])
+        or state[5] not in ((dtype.itemsize,) if flexible else (-1, dtype.itemsize))
+        or state[6] not in ((dtype.alignment,) if flexible else (-1, dtype.alignment))
+        or state[7] != dtype.flags
+        or state[8:] not in ((), (None,))  # metadata
+    ):
+        _refuse(f"this state for the dtype {dtype}")
+
+
+def _refused_instruction(name: str) -> Callable[[pickle._Unpickler], None]:
+    def load(self: pickle._Unpickler) -> None:
+        _refuse(f"the pickle instruction {name}")
+
+    return load
+
+
+def _check_target(target: object, kind: type, action: str) -> None:
+    if type(target) is not kind:
+        _refuse(f"to {action} a {type(target).__name__}")
+
+
+def _check_keys(keys: Sequence[object]) -> None:
+    for key in keys:
+        if type(key) not in _KEY_TYPES:
+            _refuse(f"a dict key of type {type(key).__name__}")
+
+
+class _BoundedReader:
+    """A binary file's ``read``/``readline`` that refuse lengths beyond its end.
+
+    Without this a length field of 2**40 would make the reader allocate that
+    much before finding the file short.
+    """
+
+    def __init__(self, file: BinaryIO, size: int) -> None:
+        self._file = file
+        self._left = size
+
+    def read(self, size: int) -> bytes:
+        if not 0 <= size <= self._left:
+            raise pickle.UnpicklingError(
+                f"a length of {size} bytes runs past the end of the file ({self._left} left)"
+            )
+        data = self._file.read(size)
+        self._left -= len(data)
+        return data
+
+    def readline(self) -> bytes:
+        line = self._file.readline()
+        self._left -= len(line)
+        return line
+
+
+class _BatchUnpickler(pickle._Unpickler):
+    """Unpickles a CIFAR batch in memory and time bounded by the file's size.
+
+    It extends :mod:`pickle`'s pure-Python unpickler (``pickle._Unpickler``,
+    the fallback of the C one, with the same behaviour), whose ``dispatch``
+    table of instructions, unlike the C one's, can be changed.
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def find_class(self, module: str, name: str) -> object:
-        if (module, name) not in _NUMPY_GLOBALS:
+        try:
+            return _BATCH_GLOBALS[module, name]
+        except KeyError:
             raise pickle.UnpicklingError(
                 f"refusing to load the global {module}.{name}: a CIFAR batch holds only "
                 f"NumPy arrays, lists, bytes and numbers"
-            )
-        return super().find_class(module, name)
+            ) from None
+
+    for _name in (  # sets (hashing), instances, persistent ids, extension codes: not in a batch
+        "EMPTY_SET",
+        "ADDITEMS",
+        "FROZENSET",
+        "INST",
+        "OBJ",
+        "NEWOBJ",
+        "NEWOBJ_EX",
+        "PERSID",
+        "BINPERSID",
+        "EXT1",
+        "EXT2",
+        "EXT4",
+    ):
+        dispatch[getattr(pickle, _name)[0]] = _refused_instruction(_name)
+
+    def _load_setitem(self) -> None:
+        _check_target(self.stack[-3], dict, "set items of")
+        _check_keys(self.stack[-2:-1])
+        super().load_setitem()
+
+    def _load_setitems(self) -> None:  # the items follow a mark; the dict is below it
+        _check_target(self.metastack[-1][-1], dict, "set items of")
+        _check_keys(self.stack[::2])
+        super().load_setitems()
+
+    def _load_dict(self) -> None:  # protocol 0: a new dict of the items after the mark
+        _check_keys(self.stack[::2])
+        super().load_dict()
+
+    dispatch[pickle.SETITEM[0]] = _load_setitem
+    dispatch[pickle.SETITEMS[0]] = _load_setitems
+    dispatch[pickle.DICT[0]] = _load_dict
+
+    def _load_append(self) -> None:
+        _check_target(self.stack[-2], list, "append to")
+        super().load_append()
+
+    def _load_appends(self) -> None:
+        _check_target(self.metastack[-1][-1], list, "append to")
+        super().load_appends()
+
+    dispatch[pickle.APPEND[0]] = _load_append
+    dispatch[pickle.APPENDS[0]] = _load_appends
+
+    def _load_build(self) -> None:
+        state, target = self.stack[-1], self.stack[-2]
+        if type(target) is np.ndarray:
+            _check_array_state(target, state)
+        elif isinstance(target, np.dtype):
+            _check_dtype_state(target, state)
+        else:
+            _refuse(f"to set the state of a {type(target).__name__}")
+        target.__setstate__(state)
+        del self.stack[-1]
+
+    dispatch[pickle.BUILD[0]] = _load_build
+
+    def _load_bytearray8(self) -> None:  # the original allocates the length first
+        (size,) = struct.unpack("<Q", self.read(8))
+        data = self.read(size)
+        if len(data) != size:
+            raise pickle.UnpicklingError(f"BYTEARRAY8 of {size} bytes is truncated")
+        self.append(bytearray(data))
+
+    dispatch[pickle.BYTEARRAY8[0]] = _load_bytearray8
+    del _name
 
 
 def _get(batch: dict, key: str, path: Path) -> object:
     for candidate in (key.encode(), key):
         if candidate in batch:
             return batch[candidate]
-    found = ", ".join(sorted(repr(k) for k in batch))
-    raise ValueError(f"{path}: missing key {key!r} (found {found})")
+    found = [reprlib.repr(k) for k in itertools.islice(batch, 20)]
+    more = f" and {len(batch) - len(found)} more" if len(batch) > len(found) else ""
+    raise ValueError(f"{path}: missing key {key!r} (found {', '.join(sorted(found))}{more})")
+
+
+def _read_labels(value: object, count: int, path: Path, spec: _Spec) -> np.ndarray:
+    """The labels as int64, checked to be ``count`` ints in range before NumPy converts them.
+
+    ``np.asarray`` of a list that repeats one row by reference would expand
+    every repetition; a flat list is checked item by item instead, in time
+    linear in its length, which the file bounds.
+    """
+    key = spec.label_key
+    if isinstance(value, np.ndarray):
+        if value.ndim != 1 or not np.issubdtype(value.dtype, np.integer):
+            raise ValueError(
+                f"{path}: {key!r} must be a 1-D sequence of ints, "
+                f"got shape {value.shape} and dtype {value.dtype}"
+            )
+    elif type(value) not in (list, tuple):
+        raise ValueError(
+            f"{path}: {key!r} must be a list of ints or a 1-D integer array, "
+            f"got {type(value).__name__}"
+        )
+    items = cast(Sequence[object], value)
+    if len(items) != count:
+        raise ValueError(f"{path}: {len(items)} {key!r} for {count} images in 'data'")
+    if isinstance(value, np.ndarray):
+        labels = value
+    else:
+        if not all(kind is int or issubclass(kind, np.integer) for kind in set(map(type, items))):
+            index = next(i for i, item in enumerate(items) if not _is_int(item))
+            raise ValueError(
+                f"{path}: {key!r} is not a sequence of ints: item {index} is a "
+                f"{type(items[index]).__name__}; expected a flat list of {count} ints"
+            )
+        try:
+            labels = np.array(items, dtype=np.int64)
+        except OverflowError as error:
+            raise ValueError(
+                f"{path}: {key!r} must lie in [0, {spec.num_classes}), got an int beyond int64"
+            ) from error
+    bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
+    if bad.size:
+        index = int(bad[0])
+        raise ValueError(
+            f"{path}: {key!r} must lie in [0, {spec.num_classes}), "
+            f"got {labels[index]} at index {index}"
+        )
+    return labels.astype(np.int64)
+
+
+def _is_int(value: object) -> bool:
+    return type(value) is int or isinstance(value, np.integer)
 
 
 def _read_batch(path: Path, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate one pickled batch; return ``(images, labels)``."""
     with open(path, "rb") as file:
+        reader = _BoundedReader(file, os.fstat(file.fileno()).st_size)
         try:
-            batch = _BatchUnpickler(file, encoding="bytes").load()
+            batch = _BatchUnpickler(reader, encoding="bytes").load()
         except Exception as error:  # truncated, corrupt or tampered: all mean "bad file"
             raise ValueError(
                 f"{path}: not a readable CIFAR batch ({type(error).__name__}: {error})"
@@ -359,31 +761,8 @@ def _read_batch(path: Path, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"{path}: 'data' must be a uint8 NumPy array, got {kind}")
     if data.ndim != 2 or data.shape[1] != _PIXELS:
         raise ValueError(f"{path}: 'data' must have shape (N, {_PIXELS}), got {data.shape}")
-    try:
-        labels = np.asarray(_get(batch, spec.label_key, path))
-    except (TypeError, ValueError) as error:  # ragged lists and the like
-        raise ValueError(
-            f"{path}: {spec.label_key!r} is not a sequence of ints: {error}"
-        ) from error
-    if labels.size == 0:  # np.asarray([]) is float64
-        labels = labels.astype(np.int64)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise ValueError(
-            f"{path}: {spec.label_key!r} must be a 1-D sequence of ints, "
-            f"got shape {labels.shape} and dtype {labels.dtype}"
-        )
-    if len(labels) != len(data):
-        raise ValueError(
-            f"{path}: {len(labels)} {spec.label_key!r} for {len(data)} images in 'data'"
-        )
-    bad = np.flatnonzero((labels < 0) | (labels >= spec.num_classes))
-    if bad.size:
-        index = int(bad[0])
-        raise ValueError(
-            f"{path}: {spec.label_key!r} must lie in [0, {spec.num_classes}), "
-            f"got {labels[index]} at index {index}"
-        )
-    return data.reshape(-1, *_IMAGE_SHAPE), labels.astype(np.int64)
+    labels = _read_labels(_get(batch, spec.label_key, path), len(data), path, spec)
+    return data.reshape(-1, *_IMAGE_SHAPE), labels
 
 
 def _read_split(folder: Path, files: tuple[str, ...], spec: _Spec) -> tuple[np.ndarray, ...]:
@@ -469,8 +848,73 @@ def _as_tensor(name: str, value: object) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     if isinstance(value, np.ndarray):
-        return torch.from_numpy(value if value.flags.writeable else value.copy())
+        try:
+            return torch.from_numpy(value if value.flags.writeable else value.copy())
+        except (TypeError, ValueError):  # object or string dtype; negative strides
+            try:
+                return torch.from_numpy(np.array(value))  # a contiguous copy
+            except TypeError:
+                raise TypeError(
+                    f"{name} must be a torch.Tensor or a NumPy array of numbers or bools, "
+                    f"got an array of dtype {value.dtype}"
+                ) from None
     raise TypeError(f"{name} must be a torch.Tensor or NumPy array, got {type(value).__name__}")
+
+
+def _check_labels(labels: torch.Tensor, count: int, what: str, num_classes: int | None) -> None:
+    """Raise unless ``labels`` is 1-D, integer, ``count`` long and in ``[0, num_classes)``."""
+    if (
+        labels.ndim != 1
+        or labels.dtype.is_floating_point
+        or labels.dtype.is_complex
+        or labels.dtype == torch.bool
+    ):
+        raise ValueError(
+            f"labels must be a 1-D integer tensor, got dtype {labels.dtype} "
+            f"and shape {tuple(labels.shape)}"
+        )
+    if len(labels) != count:
+        raise ValueError(f"labels has {len(labels)} entries for {count} {what}")
+    if num_classes is not None:
+        bad = torch.nonzero((labels < 0) | (labels >= num_classes)).flatten()
+        if bad.numel():
+            index = int(bad[0])
+            raise ValueError(
+                f"labels must lie in [0, {num_classes}), got {int(labels[index])} at index {index}"
+            )
+
+
+def _index_batches(
+    n: int,
+    device: torch.device,
+    batch_size: int,
+    shuffle: bool,
+    generator: torch.Generator | None,
+    drop_last: bool,
+    rank: int,
+    world_size: int,
+) -> list[torch.Tensor]:
+    """One epoch's index batches for ``n`` items: see :meth:`CifarDataset.index_batches`."""
+    batch_size = positive_int("batch_size", batch_size)
+    world_size = positive_int("world_size", world_size)
+    rank = int_in_range("rank", rank, 0, world_size)
+    if generator is not None and (
+        not isinstance(generator, torch.Generator) or generator.device.type != "cpu"
+    ):
+        raise TypeError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
+    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    if drop_last:
+        per_rank = n // world_size
+    else:
+        per_rank = -(-n // world_size)
+        if per_rank * world_size > n:  # wrap around, as DistributedSampler does
+            order = order.repeat(-(-per_rank * world_size // n))
+    mine = order[rank : per_rank * world_size : world_size]
+    if drop_last:
+        mine = mine[: len(mine) - len(mine) % batch_size]
+    if not len(mine):  # torch.split would give one empty batch
+        return []
+    return list(torch.split(mine.to(device), batch_size))
 
 
 class CifarDataset:
@@ -506,22 +950,9 @@ class CifarDataset:
                 f"images must be a uint8 tensor of shape (N, C, H, W), "
                 f"got dtype {images.dtype} and shape {tuple(images.shape)}"
             )
-        if labels.ndim != 1 or labels.dtype.is_floating_point or labels.dtype == torch.bool:
-            raise ValueError(
-                f"labels must be a 1-D integer tensor, got dtype {labels.dtype} "
-                f"and shape {tuple(labels.shape)}"
-            )
-        if len(labels) != len(images):
-            raise ValueError(f"labels has {len(labels)} entries for {len(images)} images")
         if num_classes is not None:
             num_classes = positive_int("num_classes", num_classes)
-            bad = torch.nonzero((labels < 0) | (labels >= num_classes)).flatten()
-            if bad.numel():
-                index = int(bad[0])
-                raise ValueError(
-                    f"labels must lie in [0, {num_classes}), got {int(labels[index])} "
-                    f"at index {index}"
-                )
+        _check_labels(labels, len(images), "images", num_classes)
         channels = images.shape[1]
         mean = _channel_stats("mean", mean, channels, positive=False)
         std = _channel_stats("std", std, channels, positive=True)
@@ -590,27 +1021,9 @@ class CifarDataset:
             ValueError: naming ``batch_size``, ``rank`` or ``world_size``.
             TypeError: if ``generator`` is not a CPU ``torch.Generator``.
         """
-        batch_size = positive_int("batch_size", batch_size)
-        world_size = positive_int("world_size", world_size)
-        rank = int_in_range("rank", rank, 0, world_size)
-        if generator is not None and (
-            not isinstance(generator, torch.Generator) or generator.device.type != "cpu"
-        ):
-            raise TypeError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
-        n = len(self)
-        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-        if drop_last:
-            per_rank = n // world_size
-        else:
-            per_rank = -(-n // world_size)
-            if per_rank * world_size > n:  # wrap around, as DistributedSampler does
-                order = order.repeat(-(-per_rank * world_size // n))
-        mine = order[rank : per_rank * world_size : world_size]
-        if drop_last:
-            mine = mine[: len(mine) - len(mine) % batch_size]
-        if not len(mine):  # torch.split would give one empty batch
-            return []
-        return list(torch.split(mine.to(self.device), batch_size))
+        return _index_batches(
+            len(self), self.device, batch_size, shuffle, generator, drop_last, rank, world_size
+        )
 
     def batches(
         self,
@@ -668,23 +1081,203 @@ class CifarDataset:
             yield normalize(images, self._mean, self._std), self.labels[indices]
 
 
-def split(dataset: CifarDataset, num_val: int, seed: int = 0) -> tuple[CifarDataset, CifarDataset]:
-    """Split ``dataset`` at random into ``(train, val)`` with ``num_val`` validation images.
+class TensorDataset:
+    """Your own inputs and integer labels, held as tensors on a device and served as mini-batches.
 
-    The split depends only on ``seed`` and ``len(dataset)``; both parts keep
-    the original order. The DynamicBlocks experiments used
-    ``split(cifar_train, 10_000)``: 40k training and 10k validation images.
+    The in-memory counterpart of :class:`CifarDataset` for any data: it has
+    the same methods, with the same shuffling and sharding (the trainer in
+    :mod:`dynamicblocks.train` and :func:`split` take either), but serves the
+    inputs as they are: no normalisation, no change of dtype. There is no
+    built-in augmentation; pass ``transform`` for one.
+
+    Args:
+        inputs: tensor or NumPy array of shape ``(N, ...)``, any dtype.
+        labels: integer tensor or array of shape ``(N,)``; stored as int64.
+        num_classes: if given, every label must lie in ``[0, num_classes)``.
+        device: where the inputs and labels live (default: where ``inputs``
+            is; CPU for NumPy input). They are copied there once.
+        transform: optional augmentation, called as
+            ``transform(inputs, generator)`` on each batch of inputs (on
+            :attr:`device`) by :meth:`batches` with ``augment=True``; it
+            returns the new batch, with as many items. ``generator`` is the
+            CPU generator given to :meth:`batches` (None: torch's global
+            one): draw from it, e.g.
+            ``torch.rand(len(inputs), generator=generator).to(inputs.device)``,
+            for epochs that a seed reproduces. Kept by :meth:`subset`,
+            :meth:`to` and :func:`split`.
 
     Raises:
-        TypeError: if ``dataset`` is not a :class:`CifarDataset`.
+        TypeError: if ``inputs`` or ``labels`` is neither a tensor nor an
+            array of numbers, or ``transform`` is not callable.
+        ValueError: if ``inputs`` has no batch dimension, ``labels`` is not
+            1-D and integer, their counts differ, a label is out of range
+            or ``num_classes`` is not a positive int.
+    """
+
+    def __init__(
+        self,
+        inputs: np.ndarray | torch.Tensor,
+        labels: np.ndarray | torch.Tensor,
+        num_classes: int | None = None,
+        device: torch.device | str | None = None,
+        transform: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None = None,
+    ) -> None:
+        inputs, labels = _as_tensor("inputs", inputs), _as_tensor("labels", labels)
+        if inputs.ndim == 0:
+            raise ValueError("inputs must have shape (N, ...), got a 0-dimensional tensor")
+        if num_classes is not None:
+            num_classes = positive_int("num_classes", num_classes)
+        _check_labels(labels, len(inputs), "inputs", num_classes)
+        if transform is not None and not callable(transform):
+            raise TypeError(
+                f"transform must be a callable (inputs, generator) -> inputs or None, "
+                f"got {type(transform).__name__}"
+            )
+        device = inputs.device if device is None else torch.device(device)
+        self.inputs = inputs.detach().to(device)
+        self.labels = labels.detach().to(device=device, dtype=torch.int64)
+        self.num_classes = num_classes
+        self.transform = transform
+
+    @property
+    def device(self) -> torch.device:
+        """The device holding the inputs and labels."""
+        return self.inputs.device
+
+    def __len__(self) -> int:
+        return self.inputs.shape[0]
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(inputs={tuple(self.inputs.shape)}, "
+            f"dtype={self.inputs.dtype}, num_classes={self.num_classes}, device={self.device})"
+        )
+
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> TensorDataset:
+        """A new dataset holding the items at ``indices`` (copied, same device and transform)."""
+        indices = torch.as_tensor(indices, dtype=torch.int64).to(self.device)
+        return TensorDataset(
+            self.inputs[indices],
+            self.labels[indices],
+            num_classes=self.num_classes,
+            transform=self.transform,
+        )
+
+    def to(self, device: torch.device | str) -> TensorDataset:
+        """This dataset moved to ``device`` (``self`` if already there)."""
+        if torch.device(device) == self.device:
+            return self
+        return TensorDataset(self.inputs, self.labels, self.num_classes, device, self.transform)
+
+    def index_batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> list[torch.Tensor]:
+        """The indices of one epoch's mini-batches for this rank, on :attr:`device`.
+
+        Exactly as :meth:`CifarDataset.index_batches`: the same arguments
+        give the same indices for a dataset of the same length.
+
+        Raises:
+            ValueError: naming ``batch_size``, ``rank`` or ``world_size``.
+            TypeError: if ``generator`` is not a CPU ``torch.Generator``.
+        """
+        return _index_batches(
+            len(self), self.device, batch_size, shuffle, generator, drop_last, rank, world_size
+        )
+
+    def batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        augment: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of ``(inputs, labels)`` mini-batches, int64 labels, on :attr:`device`.
+
+        The order (and sharding) is that of :meth:`index_batches`, called
+        first with the same arguments; the arguments are checked when this
+        is called. With ``augment`` each batch of inputs then goes through
+        ``transform(inputs, generator)`` as the iterator reaches it, so its
+        draws from ``generator`` follow the permutation's, batch by batch.
+
+        Raises:
+            ValueError: if ``augment`` is true and the dataset has no
+                ``transform``, or as :meth:`index_batches`.
+            TypeError: as :meth:`index_batches`.
+        """
+        if augment and self.transform is None:
+            raise ValueError(
+                "augment=True needs a transform: a TensorDataset has no augmentation of its "
+                "own; pass transform=... when building it, or augment=False (for the "
+                "trainer: TrainConfig(augment=False))"
+            )
+        groups = self.index_batches(
+            batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            drop_last=drop_last,
+            rank=rank,
+            world_size=world_size,
+        )
+        return self._serve(groups, generator, self.transform if augment else None)
+
+    def _serve(
+        self,
+        groups: list[torch.Tensor],
+        generator: torch.Generator | None,
+        transform: Callable[[torch.Tensor, torch.Generator | None], torch.Tensor] | None,
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for indices in groups:
+            inputs = self.inputs[indices]
+            if transform is not None:
+                inputs = transform(inputs, generator)
+                if not isinstance(inputs, torch.Tensor) or len(inputs) != len(indices):
+                    got = (
+                        f"shape {tuple(inputs.shape)}"
+                        if isinstance(inputs, torch.Tensor)
+                        else type(inputs).__name__
+                    )
+                    raise ValueError(
+                        f"transform must return a tensor of {len(indices)} inputs, got {got}"
+                    )
+            yield inputs, self.labels[indices]
+
+
+def split(
+    dataset: CifarDataset | TensorDataset, num_val: int, seed: int = 0
+) -> tuple[CifarDataset, CifarDataset] | tuple[TensorDataset, TensorDataset]:
+    """Split ``dataset`` at random into ``(train, val)`` with ``num_val`` validation items.
+
+    The split depends only on ``seed`` and ``len(dataset)``; both parts keep
+    the original order and the dataset's kind and settings. The
+    DynamicBlocks experiments used ``split(cifar_train, 10_000)``: 40k
+    training and 10k validation images.
+
+    Raises:
+        TypeError: if ``dataset`` is not a :class:`CifarDataset` or
+            :class:`TensorDataset`.
         ValueError: if ``num_val`` is not an int in ``[0, len(dataset))`` or
             ``seed`` is not a non-negative int.
     """
-    if not isinstance(dataset, CifarDataset):
-        raise TypeError(f"dataset must be a CifarDataset, got {type(dataset).__name__}")
+    if not isinstance(dataset, (CifarDataset, TensorDataset)):
+        raise TypeError(
+            f"dataset must be a CifarDataset or TensorDataset, got {type(dataset).__name__}"
+        )
     n = len(dataset)
-    num_val = int_in_range(f"num_val (for a dataset of {n} images)", num_val, 0, n)
+    kind = "images" if isinstance(dataset, CifarDataset) else "items"
+    num_val = int_in_range(f"num_val (for a dataset of {n} {kind})", num_val, 0, n)
     seed = int_in_range("seed", seed, 0)
     order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val, train = order[:num_val].sort().values, order[num_val:].sort().values
-    return dataset.subset(train), dataset.subset(val)
+    return dataset.subset(train), dataset.subset(val)  # type: ignore[return-value]

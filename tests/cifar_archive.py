@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -37,9 +39,49 @@ def make_batches(name: str, seed: int = 0, per_batch: int = PER_BATCH) -> dict[s
     return batches
 
 
-def write_folder(root: Path, name: str, batches: dict[str, dict], protocol: int = 2) -> Path:
+class Python2Pickler(pickle._Pickler):
+    """Writes a pickle as Python 2's cPickle did the official batches, at protocol 2.
+
+    Every ``str`` and ``bytes`` becomes a Python 2 ``str`` (``SHORT_BINSTRING``
+    or ``BINSTRING``, read back as bytes with ``encoding="bytes"``), a dtype is
+    built as ``dtype('u1', 0, 1)`` and NumPy's modules are ``numpy.core.*``
+    (see :func:`python2_pickle`).
+    """
+
+    dispatch = dict(pickle._Pickler.dispatch)
+
+    def save_python2_str(self, obj: str | bytes) -> None:
+        data = obj.encode("latin-1") if isinstance(obj, str) else obj
+        if len(data) < 256:
+            self.write(pickle.SHORT_BINSTRING + bytes([len(data)]) + data)
+        else:
+            self.write(pickle.BINSTRING + struct.pack("<i", len(data)) + data)
+        self.memoize(obj)
+
+    dispatch[str] = save_python2_str
+    dispatch[bytes] = save_python2_str
+
+    def reducer_override(self, obj: object) -> object:
+        if isinstance(obj, np.dtype):
+            _, (spec, _, _), state = obj.__reduce__()
+            return np.dtype, (spec, 0, 1), state
+        return NotImplemented
+
+
+def python2_pickle(batch: dict) -> bytes:
+    buffer = io.BytesIO()
+    Python2Pickler(buffer, protocol=2).dump(batch)
+    return buffer.getvalue().replace(b"numpy._core.", b"numpy.core.")  # GLOBAL lines: no lengths
+
+
+def write_folder(root: Path, name: str, batches: dict[str, dict], protocol: int | str = 2) -> Path:
+    """Write the batches into the dataset folder in ``root``, at ``protocol`` or ``"python2"``."""
     folder = root / LAYOUT[name][0]
     folder.mkdir(parents=True, exist_ok=True)
     for file, batch in batches.items():
-        (folder / file).write_bytes(pickle.dumps(batch, protocol=protocol))
+        if protocol == "python2":
+            payload = python2_pickle(batch)
+        else:
+            payload = pickle.dumps(batch, protocol=protocol)
+        (folder / file).write_bytes(payload)
     return folder

@@ -6,12 +6,19 @@ nothing touches the network (the downloader is replaced where it matters).
 
 from __future__ import annotations
 
+import codecs
 import collections
 import hashlib
 import io
+import json
+import os
 import pickle
 import re
+import subprocess
+import sys
 import tarfile
+import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +33,7 @@ from dynamicblocks.data import (
     CIFAR10_STD,
     CifarDataset,
     CifarNotFoundError,
+    TensorDataset,
     crop_flip,
     load_cifar,
     split,
@@ -125,6 +133,27 @@ def test_pickles_naming_numpy_core_as_in_the_official_files_load(tmp_path):
         legacy = path.read_bytes().replace(b"numpy._core.multiarray", b"numpy.core.multiarray")
         assert b"numpy.core.multiarray\n_reconstruct" in legacy
         path.write_bytes(legacy)
+    check_loaded(load_cifar("cifar10", tmp_path, download=False), "cifar10", batches)
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_python2_pickles_as_the_official_files_load(tmp_path, name):
+    # Python 2 str for every key, label key, dtype code and the pixel bytes; dtype('u1', 0, 1)
+    batches = make_batches(name, seed=4)
+    folder = write_folder(tmp_path, name, batches, protocol="python2")
+    payload = next(folder.iterdir()).read_bytes()
+    assert pickle.SHORT_BINSTRING + b"\x04data" in payload and b"_codecs" not in payload
+    check_loaded(load_cifar(name, tmp_path, download=False), name, batches)
+
+
+@pytest.mark.parametrize("protocol", [2, 5, "python2"])
+def test_label_lists_of_numpy_ints_load(tmp_path, protocol):
+    batches = make_batches("cifar10")
+    for batch in batches.values():
+        batch[b"labels"] = [np.int16(v) for v in batch[b"labels"][:10]] + [
+            np.uint8(v) for v in batch[b"labels"][10:]
+        ]
+    write_folder(tmp_path, "cifar10", batches, protocol=protocol)
     check_loaded(load_cifar("cifar10", tmp_path, download=False), "cifar10", batches)
 
 
@@ -245,8 +274,26 @@ BAD_BATCHES = {
     "label count": (_edit(b"labels", [0] * 19), "19 'labels' for 20 images"),
     "label too big": (_edit(b"labels", [0] * 19 + [10]), r"\[0, 10\), got 10 at index 19"),
     "negative label": (_edit(b"labels", [-1] + [0] * 19), r"got -1 at index 0"),
-    "float labels": (_edit(b"labels", [0.5] * 20), "1-D sequence of ints"),
-    "ragged labels": (_edit(b"labels", [[0, 1]] * 19 + [[0]]), "not a sequence of ints"),
+    "float labels": (_edit(b"labels", [0.5] * 20), "not a sequence of ints: item 0 is a float"),
+    "ragged labels": (_edit(b"labels", [[0, 1]] * 19 + [[0]]), "item 0 is a list"),
+    "bool labels": (_edit(b"labels", [0] * 19 + [True]), "item 19 is a bool"),
+    "huge label": (_edit(b"labels", [0] * 19 + [2**70]), r"\[0, 10\), got an int beyond int64"),
+    "dict labels": (_edit(b"labels", dict.fromkeys(range(20), 0)), "list of ints .* got dict"),
+    "2-D label array": (
+        _edit(b"labels", np.zeros((20, 1), np.int64)),
+        r"1-D sequence of ints, got shape \(20, 1\)",
+    ),
+    "float label array": (_edit(b"labels", np.zeros(20)), "dtype float64"),
+    "tuple key": (_edit((1, 2), 0), "refusing a dict key of type tuple"),
+    "set": (lambda b: pickle.dumps(dict(b, x={1, 2}), 4), "the pickle instruction EMPTY_SET"),
+    "object array": (
+        _edit(b"data", np.array([None] * 20, dtype=object)),
+        "refusing the dtype 'O8'",
+    ),
+    "structured array": (
+        _edit(b"data", np.zeros(20, "u1,u1")),
+        "refusing the dtype",
+    ),
 }
 
 
@@ -268,6 +315,220 @@ def test_cifar100_label_range_is_100(tmp_path):
     folder = write_folder(tmp_path, "cifar100", batches)
     with pytest.raises(ValueError, match=re.escape(f"{folder / 'test'}: 'fine_labels'")):
         load_cifar("cifar100", tmp_path, download=False)
+
+
+class Call:
+    """Pickles as ``func(*args)``, then ``BUILD`` with ``state``: a crafted call."""
+
+    def __init__(self, func, *args, state=None):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return (self.func, self.args) if self.state is None else (self.func, self.args, self.state)
+
+
+_RECONSTRUCT = np.ndarray(0).__reduce__()[0]  # numpy.(_)core.multiarray._reconstruct
+_SCALAR = np.int64(0).__reduce__()[0]  # numpy.(_)core.multiarray.scalar
+_DATA = np.zeros((PER_BATCH, 3072), np.uint8)
+
+
+def _nested_tuple_key(depth: int) -> bytes:
+    """A dict whose key is a tuple of two references to one tuple, nested ``depth`` deep.
+
+    A 2**depth-leaf tree in a few hundred bytes; hashing it (to insert the
+    key) visits every leaf.
+    """
+    nested = (1, 1)
+    for _ in range(depth):
+        nested = (nested, nested)
+    body = pickle.dumps(nested, protocol=2)[2:-1]  # without PROTO and STOP
+    return b"\x80\x02}" + body + b"K\x00s."
+
+
+def _hex_chain(depth: int) -> Call:
+    text = Call(codecs.encode, "ab", "latin1")
+    for _ in range(depth):
+        text = Call(codecs.encode, text, "hex")  # doubles the size each time
+    return text
+
+
+# Small files that describe huge objects: each would take gigabytes (or, for the
+# tuple key, 2**60 steps) if the reader built what they describe. Each value:
+# (payload, what the error must say: a refusal of the construct, not a MemoryError).
+BOMBS = {
+    # the reported one: one label row repeated by reference; np.asarray expands it
+    "repeated label row": (
+        lambda: pickle.dumps({b"data": _DATA, b"labels": [list(range(10)) * 100] * 100_000}, 2),
+        "100000 'labels' for 20 images",
+    ),
+    # ... as many rows as images, each a 10**9-item tree of shared lists
+    "nested label rows": (
+        lambda: pickle.dumps({b"data": _DATA, b"labels": [_nested_list(9)] * PER_BATCH}, 2),
+        "not a sequence of ints: item 0 is a list",
+    ),
+    "array from _reconstruct alone": (
+        lambda: pickle.dumps(
+            {
+                b"data": Call(_RECONSTRUCT, np.ndarray, (10**6, 3072), b"B"),
+                b"labels": Call(_RECONSTRUCT, np.ndarray, (10**6,), b"l"),
+            },
+            2,
+        ),
+        r"refusing a _reconstruct call other than _reconstruct\(numpy.ndarray, \(0,\)",
+    ),
+    "ndarray called": (
+        lambda: pickle.dumps({b"data": Call(np.ndarray, (10**6, 3072), np.dtype("u1"))}, 2),
+        "refusing to call numpy.ndarray",
+    ),
+    "state larger than its bytes": (
+        lambda: pickle.dumps(
+            {
+                b"data": Call(
+                    _RECONSTRUCT,
+                    np.ndarray,
+                    (0,),
+                    b"b",
+                    state=(1, (10**6, 3072), np.dtype("u1"), False, b"\x00"),
+                )
+            },
+            2,
+        ),
+        r"refusing an array of shape \(1000000, 3072\) and dtype uint8 from 1 bytes",
+    ),
+    "object array state": (
+        lambda: pickle.dumps(
+            {
+                b"data": Call(
+                    _RECONSTRUCT,
+                    np.ndarray,
+                    (0,),
+                    b"b",
+                    state=(1, (10**9,), np.dtype(object), False, []),
+                )
+            },
+            2,
+        ),
+        "refusing the dtype 'O8'",
+    ),
+    "bytes(n)": (
+        lambda: pickle.dumps({b"x": Call(bytes, 10**10)}, 2),
+        r"bytes\(\) call with arguments",
+    ),
+    "codec chain": (lambda: pickle.dumps({b"x": _hex_chain(40)}, 2), "encode of a bytes to 'hex'"),
+    "scalar of a huge dtype": (
+        lambda: pickle.dumps({b"x": Call(_SCALAR, np.dtype("V2000000000"))}, 2),
+        "refusing the dtype 'V2000000000'",
+    ),
+    "tuple key hashed 2**60 times": (lambda: _nested_tuple_key(60), "dict key of type tuple"),
+    "bytearray longer than the file": (
+        lambda: b"\x80\x05\x96" + (1 << 40).to_bytes(8, "little") + b".",
+        "a length of 1099511627776 bytes runs past the end of the file",
+    ),
+    "memo index 2**31": (
+        lambda: b"\x80\x02K\x00r" + (1 << 31).to_bytes(4, "little") + b"0}.",
+        "missing key 'data'",
+    ),
+}
+
+
+def _nested_list(depth: int) -> list:
+    nested = [1] * 10
+    for _ in range(depth - 1):
+        nested = [nested] * 10
+    return nested
+
+
+_BOMB_CHILD = """
+import json, resource, sys
+from pathlib import Path
+from dynamicblocks.data import load_cifar
+
+with open("/proc/self/status") as status:
+    size = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+limit = size + (512 << 20)  # what is mapped now (torch and all) + 512 MiB
+resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+hard = resource.getrlimit(resource.RLIMIT_CPU)[1]
+resource.setrlimit(resource.RLIMIT_CPU, (120, hard))  # a hang kills the child: the test fails
+results = {}
+for case, root in json.loads(sys.argv[1]).items():
+    try:
+        load_cifar("cifar10", root, download=False)
+        results[case] = "loaded"
+    except BaseException as error:
+        results[case] = f"{type(error).__name__}: {error}"
+print(json.dumps(results))
+"""
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="RLIMIT_AS and /proc are Linux's")
+def test_small_files_describing_huge_objects_fail_fast_in_bounded_memory(tmp_path):
+    roots = {}
+    for k, (payload, _) in enumerate(BOMBS.values()):
+        roots[k] = tmp_path / str(k)
+        folder = write_folder(roots[k], "cifar10", make_batches("cifar10"))
+        bomb = payload()
+        assert len(bomb) < 300_000  # small on disk
+        (folder / "data_batch_3").write_bytes(bomb)
+    repo = Path(__file__).resolve().parents[1]
+    paths = [str(repo), *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
+    cases = {case: str(roots[k]) for k, case in enumerate(BOMBS)}
+    child = subprocess.run(
+        [sys.executable, "-c", _BOMB_CHILD, json.dumps(cases)],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert child.returncode == 0, child.stderr[-3000:]
+    results = json.loads(child.stdout.splitlines()[-1])
+    for case, (_, expected) in BOMBS.items():
+        message = results[case]
+        bad = Path(cases[case]) / "cifar-10-batches-py" / "data_batch_3"
+        assert message.startswith(f"ValueError: {bad}: "), (case, message)
+        assert re.search(expected, message), (case, message)
+
+
+def test_a_dtype_state_never_changes_numpys_shared_dtype(tmp_path):
+    # dtype("i8", False, False) is NumPy's own int64 descriptor; a BUILD on it would
+    # make int64 big-endian for the whole process
+    batches = make_batches("cifar10")
+    batches["data_batch_2"][b"x"] = Call(
+        np.dtype, "i8", False, False, state=(3, ">", None, None, None, -1, -1, 0)
+    )
+    write_folder(tmp_path, "cifar10", batches)
+    load_cifar("cifar10", tmp_path, download=False)
+    assert np.dtype("i8").byteorder == "=" and np.arange(3).tolist() == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    "state, expected",
+    [
+        ((3, "|", None, None, None, 9, -1, 0), "refusing this state for the dtype uint8"),
+        ((3, "|", None, ("a",), None, -1, -1, 0), "refusing this state"),
+        ((3, "|", None, None, None, -1, -1, 63), "refusing this state"),
+    ],
+)
+def test_dtype_states_that_would_change_more_than_byte_order_are_refused(tmp_path, state, expected):
+    batches = make_batches("cifar10")
+    data = batches["test_batch"][b"data"]
+    batches["test_batch"][b"data"] = Call(
+        _RECONSTRUCT,
+        np.ndarray,
+        (0,),
+        b"b",
+        state=(
+            1,
+            data.shape,
+            Call(np.dtype, "u1", False, True, state=state),
+            False,
+            data.tobytes(),
+        ),
+    )
+    folder = write_folder(tmp_path, "cifar10", batches)
+    with pytest.raises(ValueError, match=re.escape(f"{folder / 'test_batch'}: ")) as info:
+        load_cifar("cifar10", tmp_path, download=False)
+    assert expected in str(info.value)
 
 
 # --------------------------------------------------------------------------- archives
@@ -306,6 +567,106 @@ def test_unreadable_or_incomplete_archive_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"lacks cifar-10-batches-py/data_batch_4"):
         load_cifar("cifar10", tmp_path, download=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cifar-10-python.tar.gz"]
+
+
+def test_extraction_fills_in_only_the_missing_files(tmp_path):
+    # the user's own (here: different) batches and meta file stay; test_batch comes in
+    mine = make_batches("cifar10", seed=5)
+    del mine["test_batch"]
+    folder = write_folder(tmp_path, "cifar10", mine)
+    (folder / "batches.meta").write_bytes(b"my own meta")
+    before = {path.name: path.read_bytes() for path in folder.iterdir()}
+    official = make_batches("cifar10", seed=6)
+    members = {f"cifar-10-batches-py/{f}": _pickled(b) for f, b in official.items()}
+    members["cifar-10-batches-py/batches.meta"] = b"official meta"
+    members["cifar-10-batches-py/readme.html"] = b"<html/>"
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(tar_bytes(members))
+    arrays = load_cifar("cifar10", tmp_path, download=False)
+    check_loaded(arrays, "cifar10", {**mine, "test_batch": official["test_batch"]})
+    for name, content in before.items():
+        assert (folder / name).read_bytes() == content, name
+    assert (folder / "test_batch").read_bytes() == members["cifar-10-batches-py/test_batch"]
+    assert (folder / "readme.html").read_bytes() == b"<html/>"  # missing, so taken too
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "cifar-10-batches-py",
+        "cifar-10-python.tar.gz",
+    ]
+
+
+def test_extraction_does_not_replace_what_blocks_a_batch_name(tmp_path):
+    batches = make_batches("cifar10")
+    (tmp_path / "cifar-10-python.tar.gz").write_bytes(archive_bytes("cifar10", batches))
+    blocker = tmp_path / "cifar-10-batches-py" / "test_batch"
+    blocker.mkdir(parents=True)
+    (blocker / "keep").write_text("mine")
+    with pytest.raises(CifarNotFoundError, match=f"{re.escape(str(blocker))} exists but is not"):
+        load_cifar("cifar10", tmp_path, download=False)
+    assert (blocker / "keep").read_text() == "mine"
+    assert (tmp_path / "cifar-10-batches-py" / "data_batch_1").is_file()
+
+
+def _age(path: Path, seconds: float) -> None:
+    stamp = time.time() - seconds
+    os.utime(path, (stamp, stamp), follow_symlinks=False)
+
+
+def test_leftovers_of_a_killed_extraction_or_download_are_removed(tmp_path):
+    write_folder(tmp_path, "cifar10", make_batches("cifar10"))
+    outside = tmp_path.parent / f"{tmp_path.name}-outside"
+    outside.mkdir()
+    (outside / "keep").write_text("x")
+    entries = {  # name: (is a directory, removed)
+        ".cifar-10-batches-py.a1b_c9zz.part": (True, True),  # a killed extraction
+        ".cifar-10-python.tar.gz.q2w3e4r5.part": (False, True),  # a killed download
+        ".cifar-10-batches-py.original": (True, False),  # not a name we make
+        ".cifar-10-batches-py.abcdefgh": (True, False),  # no .part: the user's
+        ".cifar-10-batches-py.abcdefghi.part": (True, False),  # 9 random characters
+        ".cifar-10-batches-py.ABCDEFGH.part": (True, False),  # tempfile uses lower case
+        ".cifar-10-batches-py.zzzzzzzz.part": (False, False),  # a file, where we make a dir
+        ".cifar-10-python.tar.gz.zzzzzzzz.part": (True, False),  # a dir, where we make a file
+        ".cifar-100-python.a1b2c3d4.part": (True, False),  # the other dataset's
+        "cifar-10-batches-py.a1b2c3d4.part": (True, False),  # not hidden
+    }
+    for name, (is_dir, _) in entries.items():
+        path = tmp_path / name
+        if is_dir:
+            (path / "cifar-10-batches-py").mkdir(parents=True)
+            (path / "cifar-10-batches-py" / "data_batch_1").write_bytes(b"partial")
+        else:
+            path.write_bytes(b"partial")
+        _age(path, 2 * 3600)
+    fresh = tmp_path / ".cifar-10-python.tar.gz.n0wn0w00.part"  # another process at work
+    fresh.write_bytes(b"downloading")
+    link = tmp_path / ".cifar-10-batches-py.l1nk1234.part"
+    link.symlink_to(outside, target_is_directory=True)
+    _age(link, 2 * 3600)
+    load_cifar("cifar10", tmp_path, download=False)
+    for name, (_, removed) in entries.items():
+        assert (tmp_path / name).exists() != removed, name
+    assert fresh.exists() and link.is_symlink() and (outside / "keep").read_text() == "x"
+
+
+def test_the_names_of_partial_work_are_the_ones_tidied_up(tmp_path, monkeypatch):
+    # the staging directory and partial download this module makes match its patterns
+    made = []
+    for function in ("mkdtemp", "mkstemp"):
+        real = getattr(tempfile, function)
+
+        def record(*args, real=real, **kwargs):
+            made.append(real(*args, **kwargs))
+            return made[-1]
+
+        monkeypatch.setattr(data.tempfile, function, record)
+    batches = make_batches("cifar10")
+    payload = archive_bytes("cifar10", batches)
+    monkeypatch.setattr(data, "_download", lambda url, path: Path(path).write_bytes(payload))
+    monkeypatch.setitem(data.ARCHIVE_MD5, "cifar10", hashlib.md5(payload).hexdigest())
+    load_cifar("cifar10", tmp_path)
+    download, staging = made[0][1], made[1]  # mkstemp gives (handle, name)
+    spec = data._SPECS["cifar10"]
+    assert data._leftover_pattern(spec.archive).fullmatch(Path(download).name)
+    assert data._leftover_pattern(spec.folder).fullmatch(Path(staging).name)
+    assert Path(download).parent == Path(staging).parent == tmp_path
 
 
 # --------------------------------------------------------------------------- dataset, batches
@@ -532,7 +893,7 @@ def test_split_rejects_bad_arguments(args, error, match):
 
 
 def test_split_rejects_non_dataset():
-    with pytest.raises(TypeError, match="dataset must be a CifarDataset, got ndarray"):
+    with pytest.raises(TypeError, match="must be a CifarDataset or TensorDataset, got ndarray"):
         split(np.zeros((5, 3, 32, 32), np.uint8), 1)
 
 
@@ -546,3 +907,204 @@ def test_loaded_arrays_feed_the_dataset(tmp_path):
     assert torch.equal(
         train.images[3], torch.from_numpy(batches["train"][b"data"][3]).view(3, 32, 32)
     )
+
+
+# --------------------------------------------------------------------------- TensorDataset
+
+
+def make_tensor_dataset(n: int = 40, **kwargs) -> TensorDataset:
+    """Inputs ``(n, 2, 3)`` whose every entry is the item's index, labels the index too."""
+    inputs = torch.arange(n, dtype=torch.float32).view(n, 1, 1).expand(n, 2, 3).clone()
+    return TensorDataset(inputs, torch.arange(n), **kwargs)
+
+
+def _check_pairs(inputs: torch.Tensor, labels: torch.Tensor) -> None:
+    assert torch.equal(inputs[:, 0, 0].long(), labels)  # each input travels with its label
+
+
+def test_tensor_dataset_holds_inputs_as_given():
+    inputs = np.random.default_rng(0).normal(size=(6, 4)).astype(np.float64)
+    inputs.flags.writeable = False
+    dataset = TensorDataset(inputs, np.array([0, 1, 2, 0, 1, 2], np.uint8), num_classes=3)
+    assert len(dataset) == 6 and dataset.device == torch.device("cpu")
+    assert dataset.inputs.dtype == torch.float64 and dataset.labels.dtype == torch.int64
+    assert dataset.to("cpu") is dataset and dataset.num_classes == 3
+    assert "inputs=(6, 4)" in repr(dataset) and "float64" in repr(dataset)
+    images, labels = next(dataset.batches(6, shuffle=False))
+    assert torch.equal(images, torch.tensor(inputs)) and labels.tolist() == [0, 1, 2, 0, 1, 2]
+    reversed_ = TensorDataset(np.arange(5)[::-1], np.arange(5)[::-1])  # negative strides
+    assert reversed_.inputs.tolist() == [4, 3, 2, 1, 0]
+    assert reversed_.inputs.dtype == torch.int64  # no conversion to float
+
+
+def test_tensor_dataset_batches_cover_every_index_once_per_epoch():
+    dataset = make_tensor_dataset(45)
+    generator = torch.Generator().manual_seed(3)
+    epochs = []
+    for _ in range(2):
+        batches = list(dataset.batches(8, generator=generator))
+        assert [len(labels) for _, labels in batches] == [8] * 5 + [5]
+        for inputs, labels in batches:
+            _check_pairs(inputs, labels)
+        order = torch.cat([labels for _, labels in batches])
+        assert sorted(order.tolist()) == list(range(45))
+        epochs.append(order)
+    assert not torch.equal(epochs[0], epochs[1])
+    again = torch.cat(
+        [y for _, y in dataset.batches(8, generator=torch.Generator().manual_seed(3))]
+    )
+    assert torch.equal(again, epochs[0])  # same seed, same epoch
+    kept = list(dataset.batches(8, shuffle=False, drop_last=True))
+    assert torch.equal(torch.cat([labels for _, labels in kept]), torch.arange(40))
+
+
+@pytest.mark.parametrize("n, drop_last", [(40, False), (40, True), (43, False), (43, True)])
+def test_tensor_dataset_shards_as_cifar_dataset_does(n, drop_last):
+    dataset, cifar = make_tensor_dataset(n), make_dataset(n)
+    shards = []
+    for rank in range(3):
+        arguments = dict(generator=None, drop_last=drop_last, rank=rank, world_size=3)
+        mine = dataset.index_batches(
+            5, **(arguments | {"generator": torch.Generator().manual_seed(9)})
+        )
+        theirs = cifar.index_batches(
+            5, **(arguments | {"generator": torch.Generator().manual_seed(9)})
+        )
+        assert [g.tolist() for g in mine] == [g.tolist() for g in theirs]
+        generator = torch.Generator().manual_seed(9)
+        shard = [y for _, y in dataset.batches(5, **(arguments | {"generator": generator}))]
+        assert [g.tolist() for g in shard] == [g.tolist() for g in mine]
+        shards.append(torch.cat(shard).tolist() if shard else [])
+    assert len({len(shard) for shard in shards}) == 1  # every rank as many items
+    if drop_last:
+        assert sum(map(len, shards)) == len(set().union(*shards))  # disjoint
+    else:
+        assert set().union(*shards) == set(range(n))
+
+
+def test_tensor_dataset_subset_and_to():
+    def transform(inputs, generator):
+        return inputs
+
+    dataset = make_tensor_dataset(10, num_classes=10, transform=transform)
+    part = dataset.subset([7, 2, 2])
+    assert isinstance(part, TensorDataset) and part.labels.tolist() == [7, 2, 2]
+    _check_pairs(part.inputs, part.labels)
+    assert part.num_classes == 10 and part.transform is transform
+    assert dataset.subset(range(0, 10, 3)).labels.tolist() == [0, 3, 6, 9]
+    assert dataset.subset(torch.tensor([], dtype=torch.int64)).inputs.shape == (0, 2, 3)
+    meta = make_tensor_dataset(4).to("meta")
+    assert meta.device == torch.device("meta") and meta.inputs.is_meta and len(meta) == 4
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_tensor_dataset_on_cuda():
+    dataset = make_tensor_dataset(20, num_classes=20).to("cuda")
+    assert dataset.inputs.is_cuda and dataset.labels.is_cuda
+    inputs, labels = next(dataset.batches(8, generator=torch.Generator().manual_seed(0)))
+    assert inputs.is_cuda and labels.is_cuda
+    _check_pairs(inputs, labels)
+    part = dataset.subset(torch.tensor([3, 4]))
+    assert part.device.type == "cuda" and part.labels.tolist() == [3, 4]
+
+
+def test_tensor_dataset_augments_only_with_a_transform():
+    plain = make_tensor_dataset(12)
+    with pytest.raises(ValueError, match="augment=True needs a transform"):
+        plain.batches(4, augment=True)  # on the call, before iteration
+    seen = []
+
+    def jitter(inputs, generator):
+        seen.append(generator)
+        return inputs + torch.rand(len(inputs), 1, 1, generator=generator).to(inputs.device)
+
+    dataset = make_tensor_dataset(12, transform=jitter)
+
+    def epoch(augment, seed=0):
+        generator = torch.Generator().manual_seed(seed)
+        return list(dataset.batches(4, generator=generator, augment=augment))
+
+    first, again, other, plain_epoch = epoch(True), epoch(True), epoch(True, 1), epoch(False)
+    assert all(isinstance(g, torch.Generator) for g in seen) and len(seen) == 9
+    for (x, y), (x2, y2), (x3, y3) in zip(first, again, plain_epoch):
+        assert torch.equal(x, x2) and torch.equal(y, y2) and torch.equal(y, y3)
+        assert torch.all((x - x3 > 0) & (x - x3 < 1))  # jittered, the order untouched
+        _check_pairs(x3, y3)
+    assert not torch.equal(first[0][0], other[0][0])
+    bad = make_tensor_dataset(12, transform=lambda inputs, generator: inputs[:1])
+    with pytest.raises(ValueError, match=r"transform must return a tensor of 4 inputs, got shape"):
+        list(bad.batches(4, augment=True))
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        (
+            dict(inputs=[[0.0]] * 4),
+            TypeError,
+            "inputs must be a torch.Tensor or NumPy array, got list",
+        ),
+        (
+            dict(inputs=np.array([None] * 4)),
+            TypeError,
+            "inputs must be .* numbers or bools, got an array of dtype object",
+        ),
+        (dict(inputs=torch.tensor(1.0)), ValueError, r"inputs must have shape \(N, ...\)"),
+        (dict(labels=np.arange(3)), ValueError, "labels has 3 entries for 4 inputs"),
+        (
+            dict(labels=np.zeros(4)),
+            ValueError,
+            "labels must be a 1-D integer tensor, got dtype torch.float64",
+        ),
+        (dict(labels=np.zeros((4, 1), int)), ValueError, r"and shape \(4, 1\)"),
+        (dict(labels=np.ones(4, bool)), ValueError, "got dtype torch.bool"),
+        (
+            dict(labels=np.array([0, 1, 2, 3])),
+            ValueError,
+            r"labels must lie in \[0, 3\), got 3 at index 3",
+        ),
+        (dict(labels=np.array([0, -1, 2, 1])), ValueError, r"got -1 at index 1"),
+        (dict(num_classes=0), ValueError, "num_classes must be a positive int, got 0"),
+        (dict(num_classes=2.0), ValueError, "num_classes must be a positive int, got 2.0"),
+        (dict(transform="flip"), TypeError, "transform must be a callable .* got str"),
+    ],
+)
+def test_tensor_dataset_rejects_bad_arguments(kwargs, error, match):
+    arguments = dict(inputs=np.zeros((4, 3), np.float32), labels=np.arange(4), num_classes=3)
+    arguments["labels"] = np.array([0, 1, 2, 0])
+    arguments.update(kwargs)
+    with pytest.raises(error, match=match):
+        TensorDataset(**arguments)
+
+
+def test_tensor_dataset_batches_reject_bad_arguments():
+    dataset = make_tensor_dataset(10)
+    cases = [
+        (dict(batch_size=0), ValueError, "batch_size must be a positive int, got 0"),
+        (dict(world_size=0), ValueError, "world_size must be a positive int, got 0"),
+        (dict(rank=2, world_size=2), ValueError, r"rank must be an int in \[0, 2\), got 2"),
+        (dict(generator=0), TypeError, "generator must be a CPU torch.Generator"),
+        (dict(padding=4), TypeError, "padding"),  # CIFAR's crop only
+    ]
+    for kwargs, error, match in cases:
+        with pytest.raises(error, match=match):
+            dataset.batches(**(dict(batch_size=4) | kwargs))
+
+
+def test_split_of_a_tensor_dataset():
+    def transform(inputs, generator):
+        return inputs
+
+    dataset = make_tensor_dataset(50, num_classes=50, transform=transform)
+    train, val = split(dataset, 10, seed=3)
+    assert isinstance(train, TensorDataset) and isinstance(val, TensorDataset)
+    assert (len(train), len(val)) == (40, 10)
+    train_ids, val_ids = train.labels.tolist(), val.labels.tolist()
+    assert train_ids == sorted(train_ids) and val_ids == sorted(val_ids)
+    assert set(train_ids) | set(val_ids) == set(range(50)) and not set(train_ids) & set(val_ids)
+    _check_pairs(train.inputs, train.labels)
+    assert train.transform is transform and val.num_classes == 50
+    cifar_val = split(make_dataset(50, num_classes=50), 10, seed=3)[1]
+    assert val_ids == cifar_val.labels.tolist()  # the same split for the same length and seed
+    with pytest.raises(ValueError, match=r"num_val \(for a dataset of 50 items\)"):
+        split(dataset, 50)
