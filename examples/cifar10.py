@@ -5,42 +5,63 @@
     python examples/cifar10.py --model preact_resnet56 --schedule cosine --amp bf16 --compile
     python examples/cifar10.py --model hamiltonian --box-constraints 1 1   # Ruthotto & Haber
     torchrun --nproc_per_node 4 examples/cifar10.py --sync-bn   # 4 GPUs, DDP
-    python examples/cifar10.py --out runs/x --resume            # continue an interrupted run
-    python examples/cifar10.py --evaluate runs/x/best.pt        # test accuracy of a saved model
+    python examples/cifar10.py --out RUN_DIR --resume           # continue an interrupted run
+    python examples/cifar10.py --evaluate RUN_DIR/best.pt       # test accuracy of a saved model
 
 The defaults reproduce the original DynamicBlocks CIFAR-10 run: rknet (RK4,
 DoubleSymLayer, t = 0..4), batch 125, 120 epochs of SGD (momentum 0.9, weight
 decay 4e-4) with the step schedule, 40k/10k train/validation split. The data is
 read from --data-dir (downloaded there if missing and allowed). Everything goes
-to --out: checkpoint.pt (every epoch), best.pt (by validation accuracy),
-log.jsonl, curves.png, config.json and, at the end, results.json with the test
-accuracy of best.pt.
+to --out, a new folder for each run unless named: checkpoint.pt (every epoch),
+best.pt (by validation accuracy), log.jsonl, curves.png, config.json and, at
+the end, results.json with the test accuracy of best.pt. A folder that holds a
+run is never overwritten: continue it with --resume, or replace it with
+--overwrite. Every flag is checked before any data is read or any file written;
+a mistake prints one "error: ..." line and exits with status 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import math
 import re
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 
 import dynamicblocks as db
 from dynamicblocks import data
 from dynamicblocks.train import (
     AMP_MODES,
+    DEFAULT_TIMEOUT,
+    RUN_FILES,
     SCHEDULES,
+    CheckpointError,
     Distributed,
     NonFiniteLossError,
+    ResumeMismatchError,
     TrainConfig,
     Trainer,
+    atomic_write_text,
     evaluate,
+    load_checkpoint,
 )
+from dynamicblocks.train.resume import resume_differences
 
 # Arguments that define the network (stored in config.json, reused by --evaluate).
 MODEL_ARGS = ("dataset", "model", "scheme", "steps", "grid", "controls")
+# Arguments that, with the model's, decide the data a run sees (compared on --resume).
+DATA_ARGS = ("subset", "val_fraction")
+# Every file of a run folder: the trainer's and this script's.
+CONFIG, RESULTS = "config.json", "results.json"
+ALL_RUN_FILES = (*RUN_FILES, CONFIG, RESULTS)
 # Ruthotto & Haber's PDE-motivated networks, by --model name.
 PDE_NETS = {
     "parabolic": db.parabolic_net,
@@ -51,20 +72,65 @@ STATS = {
     "cifar10": (data.CIFAR10_MEAN, data.CIFAR10_STD),
     "cifar100": (data.CIFAR100_MEAN, data.CIFAR100_STD),
 }
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+# TrainConfig fields whose flag is not --<field with dashes>.
+FLAGS = {"sync_batchnorm": "--sync-bn", "augment": "--no-augment", "data": "--data-dir"}
+
+
+class UsageError(Exception):
+    """A mistake on the command line or in the files it names: one error line, exit 2."""
+
+
+def flag(name: str) -> str:
+    """The command-line flag of setting ``name`` (``batch_size`` -> ``--batch-size``)."""
+    return FLAGS.get(name, "--" + name.replace("_", "-"))
+
+
+# --------------------------------------------------------------------------- arguments
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``error: ...`` line on stderr (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the description's layout and shows every default."""
+
+
+def _number(kind: type, low: float, high: float = math.inf, closed: bool = True) -> Callable:
+    """An argparse type: a finite ``kind`` from ``low`` (unless not ``closed``) below ``high``."""
+    bound = f"{'>=' if closed else '>'} {low:g}"
+    if math.isfinite(high):
+        bound += f" and < {high:g}"
+    what = f"{'an integer' if kind is int else 'a number'} {bound}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        inside = (low <= value if closed else low < value) and value < high
+        if not (math.isfinite(value) and inside):
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    return parse
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    """The command line, each flag checked on its own (see :func:`check` for the rest)."""
+    parser = _Parser(description=__doc__, formatter_class=_Formatter)
     add = parser.add_argument
-    add("--dataset", default="cifar10", choices=data.DATASETS)
-    add("--data-dir", default="data", help="where the CIFAR archive or folder is (default: data)")
+    add("--dataset", default="cifar10", choices=data.DATASETS, help="which CIFAR")
+    add("--data-dir", default="data", help="where the CIFAR archive or folder is")
     add(
         "--download",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="download the official archive if the data is missing (default: yes)",
+        help="download the official archive if the data is missing",
     )
     add(
         "--model",
@@ -75,14 +141,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--scheme",
         default=None,
-        help=f"integration scheme of every block ({', '.join(db.TABLEAUS)}); default: the model's",
+        help=f"integration scheme of every block ({', '.join(db.TABLEAUS)}); None: the model's",
     )
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument(
         "--steps",
-        type=int,
+        type=_number(int, 1),
         default=None,
-        help="steps per block, uniform over the model's time interval",
+        help="steps per block, uniform over the model's time interval; None: the model's",
     )
     grid.add_argument("--grid", default=None, help="the state grid of every block, e.g. 0,0.5,2,4")
     add(
@@ -98,7 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "step (checkpoint), solve the adjoint ODE (adjoint), or invert the blocks "
         "(reversible: hamiltonian, second_order)",
     )
-    add("--epochs", type=int, default=120)
+    add("--epochs", type=_number(int, 1), default=120, help="passes over the training set")
     add(
         "--refine-at",
         default=None,
@@ -106,16 +172,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="epochs after which every block is refined (steps halved, controls doubled), "
         "e.g. 30,50,70",
     )
-    add("--batch-size", type=int, default=125, help="global batch size (split across ranks)")
-    add("--lr", type=float, default=0.1)
-    add("--momentum", type=float, default=0.9)
-    add("--nesterov", action="store_true")
-    add("--weight-decay", type=float, default=4e-4)
-    add("--schedule", default="step", choices=SCHEDULES)
-    add("--label-smoothing", type=float, default=0.0)
+    add(
+        "--batch-size",
+        type=_number(int, 1),
+        default=125,
+        help="global batch size (split across ranks)",
+    )
+    add("--lr", type=_number(float, 0, closed=False), default=0.1, help="peak learning rate")
+    add("--momentum", type=_number(float, 0, 1), default=0.9, help="SGD momentum")
+    add("--nesterov", action="store_true", help="Nesterov momentum")
+    add("--weight-decay", type=_number(float, 0), default=4e-4, help="on kernels only")
+    add("--schedule", default="step", choices=SCHEDULES, help="learning-rate schedule")
+    add("--label-smoothing", type=_number(float, 0, 1), default=0.0, help="of the loss")
     add(
         "--box-constraints",
-        type=float,
+        type=_number(float, 0, closed=False),
         nargs=2,
         default=None,
         metavar=("CONV", "OTHER"),
@@ -124,109 +195,189 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add(
         "--val-fraction",
-        type=float,
+        type=_number(float, 0, 1),
         default=0.2,
-        help="fraction of the training images held out for validation (default 0.2: 40k/10k)",
+        help="fraction of the training images held out for validation (0.2: 40k/10k)",
     )
     add(
         "--subset",
-        type=int,
+        type=_number(int, 1),
         default=None,
         help="use only the first N training images (and at most N test images)",
     )
     add("--no-augment", dest="augment", action="store_false", help="no random crop and flip")
-    add("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda if available)")
-    add("--amp", default="none", choices=AMP_MODES)
-    add("--channels-last", action="store_true")
+    add("--device", default=None, help="cpu, cuda, cuda:1, ...; None: cuda if available")
+    add("--amp", default="none", choices=AMP_MODES, help="mixed precision")
+    add("--channels-last", action="store_true", help="channels_last memory format")
     add("--compile", action="store_true", help="torch.compile the model")
     add("--sync-bn", action="store_true", help="SyncBatchNorm under torchrun on CUDA")
-    add("--seed", type=int, default=0)
-    add("--out", default=None, help="output directory (default: runs/<dataset>_<model>_<scheme>)")
-    add("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    add("--no-progress", dest="progress", action="store_false")
-    add("--log-every", type=int, default=20, help="steps between progress updates")
+    add(
+        "--dist-timeout",
+        type=_number(float, 0, closed=False),
+        default=DEFAULT_TIMEOUT,
+        help="seconds every rank waits for the others under torchrun before failing",
+    )
+    add("--seed", type=_number(int, 0), default=0, help="seeds the weights, split and batches")
+    add(
+        "--out",
+        default=None,
+        help="the run folder; None: a new runs/<dataset>_<model>_<scheme>_<date-time>",
+    )
+    run = parser.add_mutually_exclusive_group()
+    run.add_argument(
+        "--resume", action="store_true", help="continue the run in --out (which it needs)"
+    )
+    run.add_argument(
+        "--overwrite", action="store_true", help="replace the run in --out, if there is one"
+    )
+    add(
+        "--no-progress",
+        dest="progress",
+        action="store_false",
+        help="no progress bars (one line per epoch is still printed)",
+    )
+    add("--log-every", type=_number(int, 1), default=20, help="steps between bar updates")
     add(
         "--evaluate",
         default=None,
         metavar="MODEL.pt",
-        help="only report the test accuracy of a saved state_dict (its folder's config.json, "
-        "if any, sets the model)",
+        help="only report the test accuracy of a saved model (best.pt or checkpoint.pt; its "
+        "folder's config.json, if any, sets the model)",
     )
-    args = parser.parse_args(argv)
-    if args.out is None:
-        args.out = f"runs/{args.dataset}_{args.model}_{args.scheme or 'default'}"
-    return args
+    return parser.parse_args(argv)
 
 
-def _numbers(flag: str, text: str | None, kind: type = float, what: str = "numbers") -> list | None:
-    """``text`` split at commas into ``kind`` values (None for None), or exit naming ``flag``."""
+def _numbers(name: str, text: str | None, kind: type = float, what: str = "numbers") -> Any:
+    """``text`` split at commas into ``kind`` values (None for None)."""
     if text is None:
         return None
     try:
-        return [kind(v) for v in text.split(",")]
+        values = [kind(v) for v in text.split(",")]
     except ValueError:
-        raise SystemExit(f"{flag} must be comma-separated {what}, got {text!r}") from None
+        raise UsageError(f"{name} must be comma-separated {what}, got {text!r}") from None
+    if not all(math.isfinite(v) for v in values):
+        raise UsageError(f"{name} must be comma-separated finite {what}, got {text!r}")
+    return values
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The :class:`TrainConfig` of the flags (errors name the flags)."""
+    refine_at = _numbers("--refine-at", args.refine_at, int, "epochs") or []
+    if refine_at and args.epochs < 2:
+        raise UsageError(
+            f"--refine-at needs --epochs 2 or more (a refinement comes after an epoch and "
+            f"before the last), got --epochs {args.epochs}"
+        )
+    if any(not 1 <= e < args.epochs for e in refine_at):
+        raise UsageError(
+            f"--refine-at epochs must each lie in 1..{args.epochs - 1} (after an epoch, before "
+            f"the last of --epochs {args.epochs}), got {args.refine_at}"
+        )
+    try:
+        return TrainConfig(
+            epochs=args.epochs,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            momentum=args.momentum,
+            nesterov=args.nesterov,
+            weight_decay=args.weight_decay,
+            schedule=args.schedule,
+            label_smoothing=args.label_smoothing,
+            box_constraints=args.box_constraints,
+            amp=args.amp,
+            channels_last=args.channels_last,
+            compile=args.compile,
+            sync_batchnorm=args.sync_bn,
+            augment=args.augment,
+            seed=args.seed,
+            log_every=args.log_every,
+            progress=args.progress,
+            refine_at=tuple(refine_at),
+        )
+    except ValueError as error:
+        raise UsageError(re.sub(r"^(\w+)", lambda m: flag(m.group(1)), str(error))) from None
+
+
+def device_of(text: str | None) -> torch.device:
+    """The ``--device``, checked to exist here."""
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise UsageError(f"--device must be cpu, cuda, cuda:N, ..., got {text!r}") from None
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {text}: CUDA is not available here (use --device cpu)")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            count = torch.cuda.device_count()
+            raise UsageError(f"--device {text}: there are {count} CUDA devices")
+    elif device.type != "cpu" and not getattr(torch, device.type).is_available():
+        raise UsageError(f"--device {text}: {device.type} is not available here")
+    return device
+
+
+# --------------------------------------------------------------------------- the model
 
 
 def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
-    """The network that --model, --scheme, --steps or --grid, --controls and --memory ask for."""
+    """The network that --model, --scheme, --steps or --grid, --controls and --memory ask for.
+
+    Raises:
+        UsageError: naming the flags, for a network that cannot be built.
+    """
     model = _network(args, num_classes)
     try:
         db.set_memory(model, args.memory)
     except ValueError as error:
-        raise SystemExit(f"--memory {args.memory}: {error}") from None
+        raise UsageError(f"--memory {args.memory}: {error}") from None
     return model
 
 
 def _network(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     grid, controls = _numbers("--grid", args.grid), _numbers("--controls", args.controls)
     scheme = {} if args.scheme is None else {"scheme": args.scheme}
-    if args.model == "rknet":
-        if args.steps is not None:
-            grid = list(db.uniform_grid(0.0, 4.0, args.steps))
-        times = {}
-        if grid is not None:  # a new state grid keeps the original control times
-            times = {"t": grid, "t_theta": [0.0, 1.0, 2.0, 3.0, 4.0]}
+    if args.scheme is not None and args.scheme.lower() not in db.TABLEAUS:
+        raise UsageError(f"--scheme must be one of {', '.join(db.TABLEAUS)}, got {args.scheme!r}")
+    try:
+        if args.model == "rknet":
+            if args.steps is not None:
+                grid = list(db.uniform_grid(0.0, 4.0, args.steps))
+            times = {}
+            if grid is not None:  # a new state grid keeps the original control times
+                times = {"t": grid, "t_theta": [0.0, 1.0, 2.0, 3.0, 4.0]}
+            if controls is not None:
+                times["t_theta"] = controls
+            return db.rknet(num_classes, **times, **scheme)
+        if args.model in PDE_NETS:
+            if scheme and args.model != "parabolic":
+                raise UsageError(
+                    f"--scheme is not for {args.model}, whose blocks have a fixed scheme"
+                )
+            if args.steps is not None:
+                grid = list(db.uniform_grid(0.0, 3.0, args.steps))
+            times = {} if grid is None else {"t": grid}
+            if controls is not None:
+                times["t_theta"] = controls
+            return PDE_NETS[args.model](num_classes, **times, **scheme)
+        match = re.fullmatch(r"preact_resnet(\d+)", args.model)
+        if match is None:
+            raise UsageError(
+                f"--model must be rknet, preact_resnet<6n+2> or one of {', '.join(PDE_NETS)}, "
+                f"got {args.model!r}"
+            )
         if controls is not None:
-            times["t_theta"] = controls
-        return db.rknet(num_classes, **times, **scheme)
-    if args.model in PDE_NETS:
-        if scheme and args.model != "parabolic":
-            raise SystemExit(f"--scheme is not for {args.model}, whose blocks have a fixed scheme")
+            raise UsageError(
+                "--controls is not for preact_resnet, which keeps one control per step"
+            )
+        depth = int(match.group(1))
         if args.steps is not None:
-            grid = list(db.uniform_grid(0.0, 3.0, args.steps))
-        times = {} if grid is None else {"t": grid}
-        if controls is not None:
-            times["t_theta"] = controls
-        return PDE_NETS[args.model](num_classes, **times, **scheme)
-    match = re.fullmatch(r"preact_resnet(\d+)", args.model)
-    if match is None:
-        raise SystemExit(
-            f"--model must be rknet, preact_resnet<6n+2> or one of {', '.join(PDE_NETS)}, "
-            f"got {args.model!r}"
-        )
-    if controls is not None:
-        raise SystemExit("--controls is not for preact_resnet, which keeps one control per step")
-    depth = int(match.group(1))
-    if args.steps is not None:
-        grid = [float(k) for k in range(args.steps + 1)]
-    return db.preact_resnet(depth, num_classes, t=grid, **scheme)
-
-
-def load_data(args: argparse.Namespace, device: torch.device):
-    arrays = data.load_cifar(args.dataset, args.data_dir, download=args.download)
-    mean, std = STATS[arrays.name]
-
-    def dataset(images, labels, limit):
-        if limit is not None:
-            images, labels = images[:limit], labels[:limit]
-        return data.CifarDataset(images, labels, arrays.num_classes, device, mean, std)
-
-    full = dataset(arrays.train_images, arrays.train_labels, args.subset)
-    test = dataset(arrays.test_images, arrays.test_labels, args.subset)
-    num_val = round(args.val_fraction * len(full))
-    train, val = data.split(full, num_val, seed=args.seed) if num_val else (full, None)
-    return train, val, test, arrays.num_classes
+            grid = [float(k) for k in range(args.steps + 1)]
+        return db.preact_resnet(depth, num_classes, t=grid, **scheme)
+    except (ValueError, TypeError, KeyError) as error:
+        given = [f"{flag(k)} {getattr(args, k)}" for k in MODEL_ARGS[1:] if getattr(args, k)]
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        raise UsageError(f"{', '.join(given)}: {message}") from None
 
 
 def load_model(args: argparse.Namespace, num_classes: int, state: dict) -> torch.nn.Module:
@@ -237,70 +388,208 @@ def load_model(args: argparse.Namespace, num_classes: int, state: dict) -> torch
     return model
 
 
+# --------------------------------------------------------------------------- the data
+
+
+def load_data(args: argparse.Namespace, device: torch.device):
+    """Train, validation (or None) and test sets, the class count and the data's fingerprint."""
+    try:
+        arrays = data.load_cifar(args.dataset, args.data_dir, download=args.download)
+    except (OSError, ValueError) as error:
+        message = str(error).replace("call with download=True", "run without --no-download")
+        raise UsageError(f"--data-dir {args.data_dir}: {message}") from None
+    mean, std = STATS[arrays.name]
+    limit = args.subset
+    parts = (arrays.train_images, arrays.train_labels, arrays.test_images, arrays.test_labels)
+    parts = tuple(part[:limit] for part in parts)
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(np.ascontiguousarray(part).data)
+
+    def dataset(images, labels):
+        return data.CifarDataset(images, labels, arrays.num_classes, device, mean, std)
+
+    full, test = dataset(*parts[:2]), dataset(*parts[2:])
+    num_val = round(args.val_fraction * len(full))
+    train, val = data.split(full, num_val, seed=args.seed) if num_val else (full, None)
+    return train, val, test, arrays.num_classes, digest.hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- run folders
+
+
+def default_out(args: argparse.Namespace) -> Path:
+    """A new folder under ``runs/`` named after the model and the time."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = Path("runs") / f"{args.dataset}_{args.model}_{args.scheme or 'default'}_{stamp}"
+    out, count = base, 1
+    while out.exists():
+        count += 1
+        out = base.with_name(f"{base.name}-{count}")
+    return out
+
+
+def check_run_folder(args: argparse.Namespace, out: Path) -> None:
+    """Refuse to start over a run unless --resume or --overwrite says what to do with it."""
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file, not a folder")
+    held = [name for name in ALL_RUN_FILES if (out / name).exists()]
+    if held and not (args.resume or args.overwrite):
+        raise UsageError(
+            f"--out {out} holds a run ({', '.join(held)}): continue it with --resume, "
+            f"choose another --out, or replace it with --overwrite"
+        )
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """What the checkpoint stores and a resumption must repeat: model and data flags."""
+    return {key: getattr(args, key) for key in (*MODEL_ARGS, *DATA_ARGS)}
+
+
+def check_resume(args: argparse.Namespace, out: Path, config: TrainConfig) -> None:
+    """Before any data is read: a damaged checkpoint or changed flags are errors."""
+    path = out / RUN_FILES[0]
+    if not path.is_file():
+        return
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as error:
+        raise UsageError(f"--resume: {error}") from None
+    if not isinstance(state, dict) or "config" not in state:
+        raise UsageError(f"--resume: {path} is not a checkpoint of examples/cifar10.py")
+    stored = dict(state.get("extra") or {})
+    stored.pop("data", None)  # compared by the trainer once the data is read
+    differences = resume_differences({**state, "extra": stored}, config, settings(args))
+    if differences:
+        raise UsageError(_resume_message(path, differences))
+
+
+def _resume_message(path: Path, differences: list[tuple[str, Any, Any]]) -> str:
+    shown = []
+    for key, old, new in differences:
+        if key == "data":
+            shown.append(f"--data-dir holds other images (fingerprint {old} -> {new})")
+        else:
+            name, _, reason = key.partition(" ")
+            shown.append(f"{flag(name)} {old} -> {new}{' ' + reason if reason else ''}")
+    return f"--resume: {path} was trained with other settings: {'; '.join(shown)}"
+
+
+# --------------------------------------------------------------------------- commands
+
+
 def run_evaluation(args: argparse.Namespace) -> None:
+    """--evaluate: the model file and its settings first, then the data, with progress."""
     path = Path(args.evaluate)
-    saved = path.parent / "config.json"
+    if not path.is_file():
+        raise UsageError(f"--evaluate {path}: no such file")
+    try:
+        state = load_checkpoint(path)
+    except CheckpointError as error:
+        raise UsageError(f"--evaluate: {error}") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a trainer's checkpoint.pt
+    if not (isinstance(state, dict) and all(torch.is_tensor(v) for v in state.values())):
+        raise UsageError(f"--evaluate {path}: not a model's state_dict")
+    saved = path.parent / CONFIG
     if saved.is_file():
-        stored = json.loads(saved.read_text())
-        for key in MODEL_ARGS:
-            setattr(args, key, stored[key])
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _, _, test, num_classes = load_data(args, device)
-    model = load_model(args, num_classes, torch.load(path, map_location="cpu", weights_only=True))
-    figures = evaluate(model.to(device), test, amp=args.amp)
+        for key, value in _read_config(saved).items():
+            setattr(args, key, value)
+    device = device_of(args.device)
+    try:
+        model = load_model(args, NUM_CLASSES[args.dataset], state)
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(f"--evaluate {path} does not fit --model {args.model}: {error}") from None
+    print(f"reading {args.dataset} from {args.data_dir}", flush=True)
+    _, _, test, _, _ = load_data(args, device)
+    figures = evaluate(model.to(device), test, amp=args.amp, progress=args.progress)
     print(
         f"{path}: test loss {figures['loss']:.4f}  test accuracy {100 * figures['acc']:.2f}% "
         f"on {figures['count']} images"
     )
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = parse_args(argv)
-    if args.evaluate is not None:
-        return run_evaluation(args)
-    dist = Distributed.from_env(args.device)
+def _read_config(path: Path) -> dict[str, Any]:
+    """The model flags stored in a run's config.json."""
     try:
-        train_model(args, dist)
-    except (NonFiniteLossError, data.CifarNotFoundError) as error:
-        raise SystemExit(f"error: {error}") from None
-    finally:
-        dist.close()
+        stored = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise UsageError(f"cannot read {path}: {error}") from None
+    missing = [key for key in MODEL_ARGS if not isinstance(stored, dict) or key not in stored]
+    if missing:
+        raise UsageError(f"{path} lacks {', '.join(missing)}: not a config.json of this script")
+    return {key: stored[key] for key in MODEL_ARGS}
 
 
-def train_model(args: argparse.Namespace, dist: Distributed) -> None:
-    out = Path(args.out)
-    settings = {key: getattr(args, key) for key in MODEL_ARGS}
-    if args.resume and (out / "config.json").is_file():
-        stored = json.loads((out / "config.json").read_text())
-        changed = {k: (stored.get(k), v) for k, v in settings.items() if stored.get(k) != v}
-        if changed:
-            raise SystemExit(f"--resume with a different model than {out}/config.json: {changed}")
-    config = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        nesterov=args.nesterov,
-        weight_decay=args.weight_decay,
-        schedule=args.schedule,
-        label_smoothing=args.label_smoothing,
-        box_constraints=args.box_constraints,
-        amp=args.amp,
-        channels_last=args.channels_last,
-        compile=args.compile,
-        sync_batchnorm=args.sync_bn,
-        augment=args.augment,
-        seed=args.seed,
-        log_every=args.log_every,
-        progress=args.progress,
-        refine_at=tuple(_numbers("--refine-at", args.refine_at, int, "epochs") or ()),
-    )
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0, 1 for a failed run, 2 for a mistake)."""
+    args = parse_args(argv)
+    try:
+        if args.evaluate is not None:
+            run_evaluation(args)
+            return 0
+        return train_model(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    except KeyboardInterrupt:
+        where = (
+            f": continue with --resume --out {args.out}" if args.out and not args.evaluate else ""
+        )
+        print(f"error: interrupted{where}", file=sys.stderr, flush=True)
+        return 130
+
+
+def train_model(args: argparse.Namespace) -> int:
+    """Check every flag, then train, evaluate best.pt on the test set and write results.json."""
+    if args.resume and args.out is None:
+        raise UsageError("--resume needs --out, the folder of the run to continue")
+    config = train_config(args)
+    device = device_of(args.device)
     torch.manual_seed(args.seed)
-    train, val, test, num_classes = load_data(args, dist.device)
-    model = build_model(args, num_classes)
+    model = build_model(args, NUM_CLASSES[args.dataset])
+    dist = Distributed.from_env(device, timeout=args.dist_timeout)
+    try:
+        status = _train(args, config, model, dist)
+    except BaseException:
+        dist.close(wait=False)
+        raise
+    dist.close()
+    return status
+
+
+def _train(
+    args: argparse.Namespace, config: TrainConfig, model: torch.nn.Module, dist: Distributed
+) -> int:
+    problem, out = None, None
     if dist.is_main:
+        out = Path(args.out) if args.out is not None else default_out(args)
+        try:
+            check_run_folder(args, out)
+            if args.resume:
+                check_resume(args, out, config)
+        except UsageError as error:
+            problem = str(error)
+    problem, out = dist.broadcast_object((problem, out))
+    if problem is not None:
+        raise UsageError(problem)
+    args.out = str(out)
+    if config.batch_size % dist.world_size:
+        raise UsageError(
+            f"--batch-size {config.batch_size} must be divisible by the {dist.world_size} ranks"
+        )
+    train, val, test, num_classes, fingerprint = load_data(args, dist.device)
+    if len(train) < config.batch_size:
+        raise UsageError(
+            f"--batch-size {config.batch_size} exceeds the {len(train)} training images "
+            f"(--subset {args.subset}, --val-fraction {args.val_fraction})"
+        )
+    if dist.is_main:
+        if args.overwrite:
+            for name in ALL_RUN_FILES:
+                (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "config.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+        atomic_write_text(out / CONFIG, json.dumps(vars(args), indent=2) + "\n")
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(
             f"{args.model} ({params:,} parameters) on {dist.device} x {dist.world_size}: "
@@ -308,11 +597,20 @@ def train_model(args: argparse.Namespace, dist: Distributed) -> None:
             f"images; output in {out}",
             flush=True,
         )
-    trainer = Trainer(model, config, out, dist, extra={"model": settings})
-    trainer.fit(train, val, resume=args.resume)
-    best = torch.load(out / "best.pt", map_location="cpu", weights_only=True)
-    model = load_model(args, num_classes, best).to(dist.device)
-    figures = evaluate(model, test, amp=args.amp, dist=dist)
+    extra = {**settings(args), "data": fingerprint}
+    trainer = Trainer(model, config, out, dist, extra=extra)
+    try:
+        trainer.fit(train, val, resume=args.resume)
+    except ResumeMismatchError as error:
+        raise UsageError(_resume_message(error.path, error.differences)) from None
+    except CheckpointError as error:
+        raise UsageError(f"--resume: {error}") from None
+    except NonFiniteLossError as error:
+        if dist.is_main:
+            print(f"error: {error}", file=sys.stderr, flush=True)
+        return 1
+    best = load_model(args, num_classes, trainer.best_state).to(dist.device)
+    figures = evaluate(best, test, amp=args.amp, dist=dist)
     if dist.is_main:
         last = trainer.history[-1]
         results = {
@@ -323,8 +621,9 @@ def train_model(args: argparse.Namespace, dist: Distributed) -> None:
             "train_seconds": sum(r["seconds"] for r in trainer.history),
             "last_images_per_s": last["images_per_s"],
         }
-        (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
+        atomic_write_text(out / RESULTS, json.dumps(results, indent=2) + "\n")
         print(f"test accuracy of best.pt: {100 * figures['acc']:.2f}% on {figures['count']} images")
+    return 0
 
 
 if __name__ == "__main__":

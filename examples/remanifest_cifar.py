@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 import dynamicblocks as db
-from dynamicblocks.train import evaluate
+from dynamicblocks.train import evaluate, load_checkpoint
 
 from cifar10 import MODEL_ARGS, load_data, load_model
 
@@ -71,8 +71,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     stored.data_dir = args.data_dir or stored.data_dir
     stored.subset, stored.download, stored.val_fraction = args.subset, False, 0.0
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _, _, test, num_classes = load_data(stored, device)
-    state = torch.load(run / args.model_file, map_location="cpu", weights_only=True)
+    _, _, test, num_classes, _ = load_data(stored, device)
+    state = load_checkpoint(run / args.model_file)
     model = load_model(stored, num_classes, state).to(device).eval()
     trained = [(b.tableau.name, b.num_steps) for b in db.dynamic_blocks(model)]
     print(f"{run / args.model_file}: {stored.model} trained as {trained[0][0]} with "

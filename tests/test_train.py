@@ -197,9 +197,10 @@ def test_history_log_best_model_and_plot(tmp_path):
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert read_log(tmp_path / "log.jsonl") == json.loads(json.dumps(history))
     for record in history:
-        assert 0 <= record["val_acc"] <= 1 and record["images_per_s"] > 0
+        assert 0 <= record["val_acc"] <= 1 and math.isfinite(record["images_per_s"])
+        assert record["images_per_s"] >= 0  # a timing: never asserted to be positive
         assert math.isfinite(record["train_loss"])
-    best = torch.load(tmp_path / "best.pt", weights_only=True)
+    best = load_checkpoint(tmp_path / "best.pt")
     assert isinstance(best, dict) and best.keys() == tiny_net().state_dict().keys()
     checkpoint = load_checkpoint(tmp_path / "checkpoint.pt")
     assert checkpoint["epoch"] == 3 and checkpoint["best_acc"] == max(r["val_acc"] for r in history)
@@ -211,7 +212,7 @@ def test_best_model_is_the_one_with_the_best_validation_accuracy(tmp_path):
     net = tiny_net()
     Trainer(net, quiet(epochs=3, lr=0.2), tmp_path).fit(train, val)
     best = tiny_net()
-    best.load_state_dict(torch.load(tmp_path / "best.pt", weights_only=True))
+    best.load_state_dict(load_checkpoint(tmp_path / "best.pt"))
     accuracy = evaluate(best, val)["acc"]
     assert accuracy == load_checkpoint(tmp_path / "checkpoint.pt")["best_acc"]
 
@@ -263,14 +264,22 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     assert [r["val_acc"] for r in history] == [r["val_acc"] for r in a["history"]]
 
 
-def test_resume_refuses_other_settings_and_a_missing_checkpoint(tmp_path):
+def test_resume_refuses_other_settings_and_starts_afresh_without_a_checkpoint(tmp_path):
     data = tiny_data(48)
     Trainer(tiny_net(), quiet(epochs=1), tmp_path).fit(data)
     with pytest.raises(ValueError, match=r"different settings \(lr: 0.1 -> 0.2\)"):
         Trainer(tiny_net(), quiet(epochs=1, lr=0.2), tmp_path).fit(data, resume=True)
-    with pytest.raises(FileNotFoundError, match="no checkpoint at"):
-        Trainer(tiny_net(), quiet(), tmp_path / "empty").fit(data, resume=True)
     Trainer(tiny_net(), quiet(epochs=1, log_every=3), tmp_path).fit(data, resume=True)
+
+    torch.manual_seed(5)
+    fresh = Trainer(tiny_net(), quiet(epochs=1), tmp_path / "a")
+    fresh.fit(data)
+    torch.manual_seed(5)
+    resumed = Trainer(tiny_net(), quiet(epochs=1), tmp_path / "empty")
+    resumed.fit(data, resume=True)  # killed before its first checkpoint: nothing to load
+    assert_same_state(fresh.model.state_dict(), resumed.model.state_dict())
+    with pytest.raises(ValueError, match="resume=True needs an out_dir"):
+        Trainer(tiny_net(), quiet(epochs=1)).fit(data, resume=True)
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

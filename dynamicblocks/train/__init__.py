@@ -7,22 +7,39 @@
 - :func:`evaluate`: loss and accuracy of a model on a dataset.
 """
 
-from .checkpoint import atomic_save, load_checkpoint
+from ._atomic import atomic_write_text
+from .checkpoint import CheckpointError, atomic_save, load_checkpoint
 from .config import AMP_MODES, SCHEDULES, TrainConfig
-from .distributed import Distributed
+from .distributed import DEFAULT_TIMEOUT, Distributed
 from .history import plot_curves, read_log, write_log
+from .loader import LoaderData
 from .optim import BoxConstraints, make_optimizer, make_scheduler, param_groups
-from .trainer import NonFiniteLossError, Trainer, epoch_generator, evaluate
+from .resume import ResumeMismatchError
+from .trainer import (
+    RUN_FILES,
+    NonFiniteLossError,
+    NonFiniteStateError,
+    Trainer,
+    epoch_generator,
+    evaluate,
+)
 
 __all__ = [
     "AMP_MODES",
+    "DEFAULT_TIMEOUT",
     "SCHEDULES",
     "BoxConstraints",
+    "CheckpointError",
     "Distributed",
+    "LoaderData",
     "NonFiniteLossError",
+    "NonFiniteStateError",
+    "RUN_FILES",
+    "ResumeMismatchError",
     "TrainConfig",
     "Trainer",
     "atomic_save",
+    "atomic_write_text",
     "epoch_generator",
     "evaluate",
     "load_checkpoint",

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
@@ -30,3 +31,30 @@ def atomic_open(path: str | os.PathLike, mode: str = "wb") -> Iterator[IO]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_leftovers(folder: str | os.PathLike, names: Iterable[str]) -> list[Path]:
+    """Remove the temporary files that :func:`atomic_open` left for ``names`` in ``folder``.
+
+    A process killed while writing ``folder/name`` leaves ``.name.XXXX.tmp``;
+    only files of exactly that pattern are removed, never anything else.
+
+    Returns:
+        The removed paths.
+    """
+    folder = Path(folder)
+    removed = []
+    for name in names:
+        for path in folder.glob(f".{glob.escape(name)}.*.tmp"):
+            if path.is_file():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through :func:`atomic_open`."""
+    path = Path(path)
+    with atomic_open(path, "w") as handle:
+        handle.write(text)
+    return path

@@ -84,6 +84,8 @@ class TrainConfig:
         log_every: steps between progress-bar updates (and non-finite-loss
             checks, which synchronise with the device).
         progress: show a tqdm progress bar (on rank 0 only).
+        verbose: print one line per epoch (on rank 0 only), with or
+            without the progress bar.
         plot: write ``curves.png`` at the end (needs matplotlib).
         refine_at: epochs after which every dynamic block of the model is
             refined (:func:`dynamicblocks.refine_`: steps halved, controls
@@ -110,6 +112,7 @@ class TrainConfig:
     seed: int = 0
     log_every: int = 20
     progress: bool = True
+    verbose: bool = True
     plot: bool = True
     refine_at: tuple[int, ...] = ()
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
 
 import torch
 import torch.distributed as dist
 
-__all__ = ["Distributed"]
+__all__ = ["Distributed", "DEFAULT_TIMEOUT"]
+
+#: Seconds a collective waits for the other ranks before it fails (see ``from_env``).
+DEFAULT_TIMEOUT = 600.0
 
 
 @dataclass(frozen=True)
@@ -30,7 +35,9 @@ class Distributed:
         return self.rank == 0
 
     @classmethod
-    def from_env(cls, device: str | torch.device | None = None) -> Distributed:
+    def from_env(
+        cls, device: str | torch.device | None = None, timeout: float = DEFAULT_TIMEOUT
+    ) -> Distributed:
         """Join the process group that ``torchrun`` describes in the environment.
 
         Without ``WORLD_SIZE`` (or with ``WORLD_SIZE=1``) this is a single
@@ -38,10 +45,19 @@ class Distributed:
         ``torchrun`` the backend is NCCL on CUDA and Gloo on CPU, and a CUDA
         device becomes ``cuda:LOCAL_RANK``.
 
+        Args:
+            device: where this process computes.
+            timeout: seconds a collective operation waits for every rank; a
+                stalled or dead rank then makes the others fail with an error
+                instead of waiting forever.
+
         Raises:
             ValueError: if the environment's ``RANK``/``WORLD_SIZE``/``LOCAL_RANK``
-                are not integers or are inconsistent.
+                are not integers or are inconsistent, or ``timeout`` is not a
+                positive number of seconds.
         """
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         world_size = _env_int("WORLD_SIZE", 1)
         if world_size <= 1:
@@ -54,7 +70,9 @@ class Distributed:
             torch.cuda.set_device(device)
         if not dist.is_initialized():
             backend = "nccl" if device.type == "cuda" else "gloo"
-            dist.init_process_group(backend, rank=rank, world_size=world_size)
+            dist.init_process_group(
+                backend, rank=rank, world_size=world_size, timeout=timedelta(seconds=timeout)
+            )
         return cls(rank, world_size, device)
 
     def all_reduce_sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -63,15 +81,27 @@ class Distributed:
             dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
         return tensor
 
+    def broadcast_object(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank (``obj`` itself for a single process)."""
+        if not self.enabled:
+            return obj
+        holder = [obj]
+        dist.broadcast_object_list(holder, src=0)
+        return holder[0]
+
     def barrier(self) -> None:
         """Wait for every rank (a no-op for a single process)."""
         if self.enabled:
             dist.barrier()
 
-    def close(self) -> None:
-        """Wait for every rank, then leave the process group (if one was joined)."""
+    def close(self, wait: bool = True) -> None:
+        """Leave the process group (if one was joined), first waiting for every rank.
+
+        After a failure pass ``wait=False``: the other ranks may never arrive.
+        """
         if self.enabled and dist.is_initialized():
-            dist.barrier()
+            if wait:
+                dist.barrier()
             dist.destroy_process_group()
 
 

@@ -61,7 +61,7 @@ def plot_curves(history: Sequence[dict], path: str | os.PathLike) -> Path | None
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.legend()
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    with atomic_open(path, "wb") as handle:
+        figure.savefig(handle, dpi=120, format="png")
     plt.close(figure)
     return path

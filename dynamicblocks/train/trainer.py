@@ -14,24 +14,38 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..data import CifarDataset
 from ..manifest import carry_optimizer_state, dynamic_blocks, refine_
-from .checkpoint import atomic_save, load_checkpoint, rng_state, set_rng_state
+from ._atomic import remove_leftovers
+from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
 from .distributed import Distributed
 from .history import plot_curves, write_log
+from .loader import LoaderData, as_data
 from .optim import BoxConstraints, make_optimizer, make_scheduler
+from .resume import ResumeMismatchError, resume_differences
 
-__all__ = ["Trainer", "NonFiniteLossError", "evaluate", "epoch_generator"]
+__all__ = [
+    "Trainer",
+    "NonFiniteLossError",
+    "NonFiniteStateError",
+    "ResumeMismatchError",
+    "evaluate",
+    "epoch_generator",
+]
 
 CHECKPOINT, BEST, LOG, PLOT = "checkpoint.pt", "best.pt", "log.jsonl", "curves.png"
-
-# Settings that may change between an interrupted run and its resumption.
-_FREE_ON_RESUME = {"progress", "log_every", "plot", "compile", "channels_last"}
+#: The files a :class:`Trainer` writes into its ``out_dir``.
+RUN_FILES = (CHECKPOINT, BEST, LOG, PLOT)
+# What a checkpoint must hold for :meth:`Trainer.fit` to resume from it.
+_CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "history", "best_acc", "rng")
 
 
 class NonFiniteLossError(RuntimeError):
-    """The training loss became NaN or infinite; the last checkpoint was left as it was."""
+    """Training diverged: the loss became NaN or infinite; the last checkpoint is intact."""
+
+
+class NonFiniteStateError(NonFiniteLossError):
+    """A parameter or buffer became NaN or infinite; the last checkpoint is intact."""
 
 
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
@@ -51,32 +65,54 @@ def _autocast(device: torch.device, amp: str) -> AbstractContextManager:
 
 
 def _prepare(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
-    return images.contiguous(memory_format=torch.channels_last) if channels_last else images
+    if channels_last and images.ndim == 4:
+        return images.contiguous(memory_format=torch.channels_last)
+    return images
+
+
+def _progress_bar(total: int, description: str) -> Any:
+    """A tqdm bar that disappears when closed, or None if tqdm is not installed."""
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        return None
+    return tqdm(total=total, desc=description, leave=False)
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    dataset: CifarDataset,
+    dataset: Any,
     batch_size: int = 500,
     *,
     amp: str = "none",
     channels_last: bool = False,
     dist: Distributed | None = None,
+    progress: bool = False,
 ) -> dict[str, float]:
     """Mean cross-entropy loss and accuracy of ``model`` (in eval mode) on ``dataset``.
 
-    Under ``torchrun`` pass ``dist``: each rank evaluates every
-    ``world_size``-th image and the sums are reduced, so every rank returns
-    the figures for the whole dataset. The model's train/eval mode is
-    restored afterwards.
+    ``dataset`` is a :class:`~dynamicblocks.data.CifarDataset`, a
+    :class:`~dynamicblocks.data.TensorDataset` or a
+    :class:`~torch.utils.data.DataLoader` of ``(inputs, labels)``. Under
+    ``torchrun`` pass ``dist``: each rank evaluates every ``world_size``-th
+    image of a dataset (a DataLoader must already give each rank its own
+    shard) and the sums are reduced, so every rank returns the figures for
+    the whole dataset. The model's train/eval mode is restored afterwards.
+    ``progress`` shows a tqdm bar (on rank 0).
 
     Returns:
         ``{"loss": ..., "acc": ..., "count": ...}`` with ``acc`` in ``[0, 1]``.
     """
+    if isinstance(dataset, torch.utils.data.DataLoader):
+        first = next(model.parameters(), None)
+        dataset = LoaderData(dataset, first.device if first is not None else "cpu")
     dist = dist or Distributed(device=dataset.device)
-    if dist.enabled:
+    if dist.enabled and not isinstance(dataset, LoaderData):
         dataset = dataset.subset(range(dist.rank, len(dataset), dist.world_size))
+    bar = None
+    if progress and dist.is_main:
+        bar = _progress_bar(math.ceil(len(dataset) / batch_size), "evaluating")
     was_training = model.training
     model.eval()
     totals = torch.zeros(3, dtype=torch.float64, device=dataset.device)
@@ -86,6 +122,10 @@ def evaluate(
         loss = F.cross_entropy(logits.float(), labels, reduction="sum")
         correct = (logits.argmax(1) == labels).sum().double()
         totals += torch.stack([loss.double(), correct, totals.new_tensor(len(labels))])
+        if bar is not None:
+            bar.update()
+    if bar is not None:
+        bar.close()
     model.train(was_training)
     loss_sum, correct, count = dist.all_reduce_sum(totals).tolist()
     count = max(count, 1.0)
@@ -95,19 +135,24 @@ def evaluate(
 class Trainer:
     """Trains a classifier with SGD and writes checkpoints, a log and plots to ``out_dir``.
 
-    Files in ``out_dir`` (written by rank 0):
+    Files in ``out_dir`` (written by rank 0, each atomically):
 
-    - ``checkpoint.pt``: after every epoch, atomically: model, optimiser,
-      scheduler, gradient scaler, epoch, history, best accuracy, RNG states
-      and ``extra`` (what the caller passed, e.g. the model's settings).
-      :meth:`fit` with ``resume=True`` continues from it exactly.
+    - ``checkpoint.pt``: after every epoch: model, optimiser, scheduler,
+      gradient scaler, epoch, history, the best model and its accuracy, RNG
+      states and ``extra`` (what the caller passed, e.g. the model's
+      settings), with a checksum. It is the one record of the run: every
+      other file is derived from it, and :meth:`fit` with ``resume=True``
+      continues from it exactly (and rewrites the others).
     - ``best.pt``: the model's ``state_dict`` with the best validation
       accuracy so far (the latest model if there is no validation set);
-      loads with ``torch.load(path, weights_only=True)``.
+      load it with :func:`~dynamicblocks.train.load_checkpoint`.
     - ``log.jsonl``: one JSON object per epoch (``epoch``, ``lr``,
       ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``seconds``,
       ``images_per_s``).
     - ``curves.png``: loss and accuracy against epoch, written at the end.
+
+    After every epoch, before anything is saved, every floating-point
+    parameter and buffer is checked to be finite (one host sync per epoch).
 
     Args:
         model: the network; moved to ``dist.device``.
@@ -116,7 +161,8 @@ class Trainer:
             impossible).
         dist: the process group (default: a single process on the model's
             device; see :meth:`Distributed.from_env`).
-        extra: JSON-like data stored in every checkpoint under ``"extra"``.
+        extra: JSON-like data stored in every checkpoint under ``"extra"``;
+            on resume, every key stored must be equal to the one passed.
     """
 
     def __init__(
@@ -160,6 +206,8 @@ class Trainer:
         self.epoch = 0
         self.history: list[dict] = []
         self.best_acc = -math.inf
+        #: The ``state_dict`` (on the CPU) of the best model so far, as in ``best.pt``.
+        self.best_state: dict[str, torch.Tensor] | None = None
 
     def _wrap(self) -> None:
         """(Re)build the DDP and compile wrappers around :attr:`model`."""
@@ -188,7 +236,7 @@ class Trainer:
         refine_at = self.config.refine_at
         while self.refinements < len(refine_at) and self.epoch >= refine_at[self.refinements]:
             self._refine()
-            if self.config.progress and self.dist.is_main:
+            if self.config.verbose and self.dist.is_main:
                 steps = [block.num_steps for block in dynamic_blocks(self.model)]
                 print(f"after epoch {self.epoch}: refined, steps per block {steps}", flush=True)
 
@@ -200,38 +248,53 @@ class Trainer:
     def _path(self, name: str) -> Path | None:
         return None if self.out_dir is None else self.out_dir / name
 
-    def fit(
-        self, train: CifarDataset, val: CifarDataset | None = None, resume: bool = False
-    ) -> list[dict]:
+    def fit(self, train: Any, val: Any = None, resume: bool = False) -> list[dict]:
         """Train for ``config.epochs`` epochs (minus those already done if resuming).
 
+        Leftover temporary files of an interrupted save in ``out_dir`` are
+        removed first.
+
         Args:
-            train: the training set (moved to the training device once).
-            val: the validation set that picks ``best.pt`` (optional).
-            resume: continue from ``out_dir/checkpoint.pt``.
+            train: the training set: a :class:`~dynamicblocks.data.CifarDataset`
+                or :class:`~dynamicblocks.data.TensorDataset` (moved to the
+                training device once, batched by ``config``), or a
+                :class:`~torch.utils.data.DataLoader` of ``(inputs, labels)``
+                used as it is (its batch size, order and transforms;
+                ``config.batch_size`` and ``config.augment`` do not apply).
+            val: the validation set that picks ``best.pt`` (optional), of
+                the same kinds.
+            resume: continue from ``out_dir/checkpoint.pt`` if it exists
+                (from the start if it does not yet), and rewrite ``best.pt``
+                and ``log.jsonl`` from it.
 
         Returns:
             The history: one record per epoch, as in ``log.jsonl``.
 
         Raises:
-            NonFiniteLossError: when the loss becomes NaN or infinite; the
-                last checkpoint (of the last finished epoch) is left intact.
-            FileNotFoundError: if ``resume`` and there is no checkpoint.
-            ValueError: if the checkpoint's settings differ from ``config``
-                in more than :data:`_FREE_ON_RESUME`, or the training set is
-                smaller than one batch.
+            NonFiniteLossError: when the loss becomes NaN or infinite, and
+                :class:`NonFiniteStateError` (a subclass) when a parameter or
+                buffer does; the last checkpoint (of the last good epoch) is
+                left intact.
+            ResumeMismatchError: (a ValueError) if the checkpoint's settings
+                or ``extra`` differ from this run's (see
+                :func:`~dynamicblocks.train.resume.resume_differences`).
+            CheckpointError: if the checkpoint is damaged or not a trainer's.
+            ValueError: if ``resume`` without an ``out_dir``, or the
+                training set is smaller than one batch.
         """
         config, dist = self.config, self.dist
-        train = train.to(self.device)
-        val = None if val is None else val.to(self.device)
+        train = as_data(train, self.device)
+        val = None if val is None else as_data(val, self.device)
         per_rank_batch = config.batch_size // dist.world_size
-        steps_per_epoch = len(train.index_batches(**self._epoch_batches(0)))
+        steps_per_epoch = self._num_batches(train)
         if steps_per_epoch == 0:
             raise ValueError(
                 f"batch_size {config.batch_size} exceeds the training set of {len(train)} images"
             )
         self._steps_per_epoch = steps_per_epoch
         self.scheduler = make_scheduler(self.optimizer, config, steps_per_epoch)
+        if dist.is_main and self.out_dir is not None:
+            remove_leftovers(self.out_dir, RUN_FILES)
         if resume:
             self._resume()
         while self.epoch < config.epochs:
@@ -247,15 +310,18 @@ class Trainer:
                     dist=dist,
                 )
                 record.update(val_loss=figures["loss"], val_acc=figures["acc"])
-            self.epoch += 1
-            self.history.append(record)
             self._end_epoch(record)
         if dist.is_main and config.plot and self.out_dir is not None and self.history:
             plot_curves(self.history, self._path(PLOT))
         return self.history
 
+    def _num_batches(self, train: Any) -> int:
+        if isinstance(train, LoaderData):
+            return train.num_batches()
+        return len(train.index_batches(**self._epoch_batches(0)))
+
     def _epoch_batches(self, epoch: int) -> dict[str, Any]:
-        """This rank's batching of epoch ``epoch``: the arguments of ``CifarDataset.batches``."""
+        """This rank's batching of epoch ``epoch``: the arguments of a dataset's ``batches``."""
         return {
             "batch_size": self.config.batch_size // self.dist.world_size,
             "generator": epoch_generator(self.config.seed, epoch),
@@ -264,11 +330,16 @@ class Trainer:
             "world_size": self.dist.world_size,
         }
 
-    def _train_epoch(self, train: CifarDataset, steps: int) -> dict:
+    def _train_epoch(self, train: Any, steps: int) -> dict:
         config = self.config
-        batches = train.batches(**self._epoch_batches(self.epoch), augment=config.augment)
+        if isinstance(train, LoaderData):
+            batches = train.epoch(self.epoch)
+        else:
+            batches = train.batches(**self._epoch_batches(self.epoch), augment=config.augment)
         lr = self.optimizer.param_groups[0]["lr"]
-        bar = self._progress_bar(steps)
+        bar = None
+        if config.progress and self.dist.is_main:
+            bar = _progress_bar(steps, f"epoch {self.epoch + 1}/{config.epochs}")
         self.model.train()
         local = torch.zeros(3, dtype=torch.float64, device=self.device)
         start = time.perf_counter()
@@ -309,20 +380,42 @@ class Trainer:
         correct = (logits.detach().argmax(1) == labels).sum().double()
         return torch.stack([loss.detach().double() * count, correct, count])
 
+    def _kept(self) -> str:
+        """What a divergence leaves on disk, for its message."""
+        where = self._path(CHECKPOINT)
+        if where is not None and where.exists():
+            return f"the checkpoint {where} of epoch {self.epoch} is intact"
+        return "no checkpoint had been written"
+
     def _check(self, local: torch.Tensor, step: int) -> torch.Tensor:
         totals = self.dist.all_reduce_sum(local.clone())
         if not math.isfinite(totals[0].item()):
-            where = self._path(CHECKPOINT)
-            kept = (
-                f"the checkpoint {where} of epoch {self.epoch} is intact"
-                if where is not None and where.exists()
-                else "no checkpoint had been written"
-            )
             raise NonFiniteLossError(
                 f"training loss became non-finite in epoch {self.epoch + 1} (by step {step}); "
-                f"stopping: {kept}. Try a lower lr, box_constraints or amp='none'."
+                f"stopping: {self._kept()}. Try a lower lr, box_constraints or amp='none'."
             )
         return totals
+
+    def _check_state(self) -> None:
+        """Raise :class:`NonFiniteStateError` if a parameter or buffer is not finite (any rank)."""
+        named = [
+            (name, tensor)
+            for name, tensor in (*self.model.named_parameters(), *self.model.named_buffers())
+            if tensor.is_floating_point() or tensor.is_complex()
+        ]
+        if not named:
+            return
+        finite = torch.stack([torch.isfinite(tensor).all() for _, tensor in named])
+        bad = self.dist.all_reduce_sum((~finite).sum().double().reshape(1))
+        if bad.item() == 0:
+            return
+        names = [name for (name, _), ok in zip(named, finite.tolist()) if not ok]
+        shown = ", ".join(names[:3]) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+        raise NonFiniteStateError(
+            f"parameters or buffers became non-finite in epoch {self.epoch + 1} "
+            f"({shown or 'on another rank'}); stopping: {self._kept()}. "
+            f"Try a lower lr, box_constraints or amp='none'."
+        )
 
     def _postfix(self, totals: torch.Tensor, seconds: float) -> dict[str, str]:
         loss_sum, correct, count = totals.tolist()
@@ -332,29 +425,32 @@ class Trainer:
             "img/s": f"{count / max(seconds, 1e-9):.0f}",
         }
 
-    def _progress_bar(self, steps: int) -> Any:
-        if not (self.config.progress and self.dist.is_main):
-            return None
-        try:
-            from tqdm.auto import tqdm
-        except ImportError:
-            return None
-        return tqdm(total=steps, desc=f"epoch {self.epoch + 1}/{self.config.epochs}", leave=False)
-
     def _end_epoch(self, record: dict) -> None:
+        """Check the state, then save the checkpoint, then the files derived from it."""
+        self._check_state()
+        self.epoch += 1
+        self.history.append(record)
         has_val = "val_acc" in record
-        improved = not has_val or record["val_acc"] > self.best_acc
-        if has_val and improved:
-            self.best_acc = record["val_acc"]
+        if not has_val or record["val_acc"] > self.best_acc:
+            if has_val:
+                self.best_acc = record["val_acc"]
+            self.best_state = {
+                key: value.detach().to("cpu", copy=True)
+                for key, value in self.model.state_dict().items()
+            }
         if self.dist.is_main:
             if self.out_dir is not None:
                 atomic_save(self.state_dict(), self._path(CHECKPOINT))
-                if improved:
-                    atomic_save(self.model.state_dict(), self._path(BEST))
-                write_log(self.history, self._path(LOG))
-            if self.config.progress:
+                self._write_derived()
+            if self.config.verbose:
                 print(_summary(record, self.config.epochs), flush=True)
         self.dist.barrier()
+
+    def _write_derived(self) -> None:
+        """Write ``best.pt`` and ``log.jsonl`` from the state (as of the last checkpoint)."""
+        if self.best_state is not None:
+            atomic_save(self.best_state, self._path(BEST))
+        write_log(self.history, self._path(LOG))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything :meth:`fit` needs to continue exactly where it stopped."""
@@ -366,6 +462,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "history": list(self.history),
             "best_acc": self.best_acc,
+            "best_model": self.best_state,
             "rng": rng_state(),
             "config": self.config.to_dict(),
             "refinements": self.refinements,
@@ -374,27 +471,39 @@ class Trainer:
 
     def _resume(self) -> None:
         path = self._path(CHECKPOINT)
-        if path is None or not path.is_file():
-            raise FileNotFoundError(f"cannot resume: no checkpoint at {path}")
+        if path is None:
+            raise ValueError("resume=True needs an out_dir to resume from, got out_dir=None")
+        if not path.is_file():
+            if self.config.verbose and self.dist.is_main:
+                print(f"no checkpoint in {self.out_dir} yet: starting from epoch 1", flush=True)
+            return
         state = load_checkpoint(path, map_location=self.device)
-        # a setting missing from an older checkpoint was trained at its default
-        saved = {**TrainConfig().to_dict(), **state["config"]}
-        current = self.config.to_dict()
-        changed = sorted(
-            key for key in current if key not in _FREE_ON_RESUME and saved.get(key) != current[key]
-        )
-        if changed:
-            details = ", ".join(f"{k}: {saved.get(k)!r} -> {current[k]!r}" for k in changed)
-            raise ValueError(f"cannot resume {path} with different settings ({details})")
+        missing = [
+            key for key in _CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state
+        ]
+        if missing:
+            raise CheckpointError(
+                f"{path} is not a Trainer checkpoint: it lacks {', '.join(map(repr, missing))}"
+            )
+        differences = resume_differences(state, self.config, self.extra)
+        if differences:
+            raise ResumeMismatchError(path, differences)
         for _ in range(state.get("refinements", 0)):  # the checkpoint's shape of the model
             self._refine()
-        self.model.load_state_dict(state["model"])
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as error:
+            raise CheckpointError(f"{path} holds another model: {error}") from error
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.best_acc = state["best_acc"]
+        best = state.get("best_model")
+        self.best_state = None if best is None else {k: v.cpu() for k, v in best.items()}
         set_rng_state(state["rng"])
+        if self.dist.is_main:  # a run killed between two saves: bring the rest up to date
+            self._write_derived()
 
 
 def _summary(record: dict, epochs: int) -> str:
