@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
 
 import torch
+
+
+def significant(value: float, digits: int = 3) -> str:
+    """``value`` in fixed point with at least ``digits`` significant digits.
+
+    Large values keep all their integer digits (``12345``), small ones get as
+    many decimals as they need (``45.6``, ``0.00123``), so that no positive
+    figure prints as ``0``.
+    """
+    if value == 0 or not math.isfinite(value):
+        return f"{value:.0f}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(value))))
+    return f"{value:.{decimals}f}"
 
 
 def set_threads(threads: int | None) -> None:

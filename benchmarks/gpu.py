@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from _timing import interleaved_medians
+from _timing import interleaved_medians, significant
 from handwritten import build_pair
 
 PEAK_BF16_TFLOPS = {  # dense, no sparsity, from the vendors' data sheets
@@ -144,7 +144,8 @@ def main(argv: list[str] | None = None) -> None:
             steps, args.repeats, warmup=2, min_time=args.min_time, sync=sync
         )
         rates = {label: args.batch_size / seconds for label, seconds in times.items()}
-        cells = f"{name:<16} {difference:>9.0e} {rates['library']:>10.0f} {rates['hand']:>11.0f}"
+        library_rate, hand_rate = significant(rates["library"]), significant(rates["hand"])
+        cells = f"{name:<16} {difference:>9.0e} {library_rate:>10} {hand_rate:>11}"
         cells += f" {rates['library'] / rates['hand']:>6.3f} {flops / 1e9:>10.3f}"
         for label, width in (("library", 11), ("hand", 12)):
             achieved = flops * rates[label] / 1e12

@@ -1,7 +1,14 @@
-"""Smoke tests: every benchmark script runs with tiny arguments, so none can rot."""
+"""Smoke tests: every benchmark script runs with tiny arguments, so none can rot.
+
+Timings depend on the machine and its load, so no test asserts on one: a timed
+figure (a time, a throughput, a ratio of two) must only be a number >= 0. The
+agreement checks, the saved-activation counts and the FLOPs are exact and are
+checked as such.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import subprocess
 import sys
@@ -25,6 +32,13 @@ def run_benchmark(name: str, *args: str) -> str:
     return result.stdout
 
 
+def timed(cell: str) -> float:
+    """A timed figure of a benchmark's table: any finite number >= 0, never its size."""
+    value = float(cell)
+    assert math.isfinite(value) and value >= 0, cell
+    return value
+
+
 @pytest.mark.parametrize("depth", ["14"])
 def test_overhead_benchmark_checks_agreement_and_prints_ratios(depth):
     out = run_benchmark(
@@ -32,7 +46,10 @@ def test_overhead_benchmark_checks_agreement_and_prints_ratios(depth):
     )
     assert "outputs agree to 0.0e+00" in out
     rows = [line.split() for line in out.splitlines() if line.startswith(("train", "inference"))]
-    assert len(rows) == 2 and all(float(row[-1]) > 0 for row in rows)
+    assert len(rows) == 2
+    for row in rows:  # library ms, hand ms, ratio
+        for cell in row[-3:]:
+            timed(cell)
 
 
 def test_ode_libraries_benchmark_checks_agreement_and_prints_ratios():
@@ -45,8 +62,8 @@ def test_ode_libraries_benchmark_checks_agreement_and_prints_ratios():
     assert {row[1] for row in rows} == peers and len(rows) == 2 * len(peers)
     for row in rows:
         assert float(row[4]) <= 1e-4  # agreement before timing
-        ratios = [float(cell) for cell in row[6::2]]
-        assert len(ratios) == (3 if row[1] == "torchdiffeq" else 1) and min(ratios) > 0
+        times = [timed(cell) for cell in row[5:]]  # peer ms, then (ms, ratio) per variant
+        assert len(times) == (7 if row[1] == "torchdiffeq" else 3)
 
 
 def test_compile_benchmark_compiles_fullgraph_and_prints_speedup():
@@ -55,7 +72,9 @@ def test_compile_benchmark_compiles_fullgraph_and_prints_speedup():
         "--warmup", "0",
     )  # fmt: skip
     (row,) = [line.split() for line in out.splitlines() if line.startswith("preact_resnet8")]
-    assert float(row[1]) <= 1e-4 and float(row[-1]) > 0
+    assert float(row[1]) <= 1e-4  # the losses agree before timing
+    for cell in row[2:]:  # compile s, eager ms, compiled ms, speed-up
+        timed(cell)
 
 
 def test_depth_scaling_benchmark_prints_per_step_costs_and_fits():
@@ -67,6 +86,8 @@ def test_depth_scaling_benchmark_prints_per_step_costs_and_fits():
     assert [(row[0], row[1]) for row in table] == [
         ("euler", "1"), ("euler", "2"), ("rk4", "1"), ("rk4", "2")
     ]  # fmt: skip
+    for row in table:  # time s, ms/n
+        timed(row[2]), timed(row[3])
     saved = {(row[0], row[1]): float(row[4]) for row in table}
     for scheme in ("euler", "rk4"):  # activations grow with the steps; RK4 keeps more
         assert saved[scheme, "2"] > saved[scheme, "1"] > 0
@@ -83,7 +104,10 @@ def test_gpu_benchmark_dry_run_on_cpu():
     rows = [line.split() for line in out.splitlines() if line.startswith(("preact", "rknet"))]
     assert [row[0] for row in rows] == ["preact_resnet8", "rknet"]
     for row in rows:  # agreement, images/s and ratio, FLOPs; no peak known for a CPU
-        assert float(row[1]) <= 1e-4 and min(float(cell) for cell in row[2:6]) > 0
+        assert float(row[1]) <= 1e-4
+        for cell in row[2:5]:  # library and hand-written images/s, their ratio
+            timed(cell)
+        assert float(row[5]) > 0  # GFLOP per image: counted, not timed
         assert row[6:] == ["-", "-"]
 
 
@@ -112,6 +136,7 @@ def test_memory_benchmark_prints_every_mode_with_ratios_to_full():
     }  # fmt: skip
     assert len(rows) == 12
     for row in rows:
-        assert float(row[3]) > 0 and float(row[5]) > 0  # time, saved MB
+        timed(row[3]), timed(row[4])  # time s and its ratio to full
+        assert float(row[5]) > 0  # saved MB: counted, not timed
         if row[2] == "full":
             assert float(row[4]) == 1.0
