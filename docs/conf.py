@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import sys
 from pathlib import Path
 
@@ -38,39 +37,3 @@ napoleon_numpy_docstring = False
 
 html_theme = "furo"
 html_title = f"dynamicblocks {release}"
-
-_VIEWCODE_BACKLINK = re.compile(r'(class="viewcode-back" href="[^"#]*#)([^"]+)"')
-
-
-def _fix_viewcode_backlinks(app, pagename, templatename, context, doctree) -> None:
-    """Point the ``[docs]`` links of the highlighted sources at anchors that exist.
-
-    ``sphinx.ext.viewcode`` prefixes every ``[docs]`` link of a module's source
-    page with the module under which the first of its objects was documented.
-    The API page documents ``ImplicitBlock`` as ``dynamicblocks.ImplicitBlock``
-    but the exceptions next to it as ``dynamicblocks.implicit.ConvergenceError``,
-    so their links would point at ``dynamicblocks.ConvergenceError``, which does
-    not exist. A link to an undocumented name is pointed at the same object
-    under the page's own module, if that is documented.
-    """
-    if not pagename.startswith("_modules/") or "body" not in context:
-        return
-    module = pagename.removeprefix("_modules/").replace("/", ".")
-    objects = app.env.get_domain("py").objects
-
-    def fix(match: re.Match) -> str:
-        target = match.group(2)
-        if target not in objects:
-            parts = target.split(".")
-            for k in range(1, len(parts)):
-                candidate = ".".join([module, *parts[k:]])
-                if candidate in objects:
-                    return f'{match.group(1)}{candidate}"'
-        return match.group(0)
-
-    context["body"] = _VIEWCODE_BACKLINK.sub(fix, context["body"])
-
-
-def setup(app) -> dict:
-    app.connect("html-page-context", _fix_viewcode_backlinks)
-    return {"parallel_read_safe": True}

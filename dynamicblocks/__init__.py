@@ -5,7 +5,7 @@ from .block import DynamicBlock
 from .connective import ConnectiveUnit
 from .grid import as_grid, refine_grid, step_sizes, uniform_grid
 from .hamiltonian import HamiltonianBlock, LeapfrogBlock
-from .implicit import ImplicitBlock
+from .implicit import ConvergenceError, ConvergenceWarning, ImplicitBlock
 from .layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
 from .manifest import (
     carry_optimizer_state,
@@ -57,6 +57,8 @@ __all__ = [
     "amplification",
     "THETA_SCHEMES",
     "ImplicitBlock",
+    "ConvergenceError",
+    "ConvergenceWarning",
     "refine_to_match_",
     "time_regularization",
     "projection_matrix",

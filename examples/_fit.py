@@ -65,3 +65,13 @@ def fit(
     history.append((iterations, final_loss))
     print(f"{prefix}iteration {iterations:5d}  {metric} {final_loss:.4e}  (final)", flush=True)
     return {"initial_loss": initial_loss, "final_loss": final_loss, "history": history}
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="This module is imported by spiral_ode.py, convergence_test.py, implicit_1d.py, "
+        "implicit_spirals.py and vanishing_gradients.py; run one of those instead.",
+    )
+    parser.parse_args()
+    parser.print_help()

@@ -1,6 +1,6 @@
 """Evaluate a trained CIFAR model re-manifested with other schemes and step counts.
 
-    python examples/remanifest_cifar.py runs/cifar10_rknet_default            # its best.pt
+    python examples/remanifest_cifar.py RUN_DIR                 # its best.pt
     python examples/remanifest_cifar.py RUN --schemes euler,rk4 --steps 1,2,4,8,16
 
 A dynamic block is a discretised ODE, so the weights ``theta(t)`` a model

@@ -460,3 +460,11 @@ def test_no_progress_keeps_one_line_per_epoch_and_evaluate_reports(data_dir, tmp
     assert cifar10.main([*quick(data_dir, out)[:-2], "--evaluate", str(out / "best.pt")]) == 0
     printed = capsys.readouterr().out
     assert printed.startswith(f"reading cifar10 from {data_dir}") and "test accuracy" in printed
+
+
+def test_the_examples_helper_module_explains_itself():
+    helper = ROOT / "examples" / "_fit.py"
+    result = subprocess.run(
+        [sys.executable, str(helper), "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0 and "run one of those instead" in " ".join(result.stdout.split())
