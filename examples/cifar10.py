@@ -52,6 +52,7 @@ from dynamicblocks.train import (
     atomic_write_text,
     evaluate,
     load_checkpoint,
+    remove_leftovers,
 )
 from dynamicblocks.train.resume import resume_differences
 
@@ -589,6 +590,7 @@ def _train(
             for name in ALL_RUN_FILES:
                 (out / name).unlink(missing_ok=True)
         out.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(out, ALL_RUN_FILES)
         atomic_write_text(out / CONFIG, json.dumps(vars(args), indent=2) + "\n")
         params = sum(p.numel() for p in model.parameters() if p.requires_grad)
         print(

@@ -7,7 +7,7 @@
 - :func:`evaluate`: loss and accuracy of a model on a dataset.
 """
 
-from ._atomic import atomic_write_text
+from ._atomic import atomic_write_text, remove_leftovers
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint
 from .config import AMP_MODES, SCHEDULES, TrainConfig
 from .distributed import DEFAULT_TIMEOUT, Distributed
@@ -48,5 +48,6 @@ __all__ = [
     "param_groups",
     "plot_curves",
     "read_log",
+    "remove_leftovers",
     "write_log",
 ]
