@@ -609,7 +609,9 @@ def _train(
         raise UsageError(f"--resume: {error}") from None
     except NonFiniteLossError as error:
         if dist.is_main:
-            print(f"error: {error}", file=sys.stderr, flush=True)
+            advice = "Try a lower --lr, --box-constraints or --amp none, with --resume."
+            message = str(error).replace("Try a lower lr, box_constraints or amp='none'.", advice)
+            print(f"error: {message}", file=sys.stderr, flush=True)
         return 1
     best = load_model(args, num_classes, trainer.best_state).to(dist.device)
     figures = evaluate(best, test, amp=args.amp, dist=dist)
