@@ -26,15 +26,17 @@ import math
 import numbers
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 
 from ._validate import int_in_range, positive_int
 from .block import DynamicBlock
 from .tableaus import TABLEAUS, ButcherTableau, SchemeLike, get_tableau
+
+if TYPE_CHECKING:  # matplotlib is needed only to draw: an optional dependency
+    from matplotlib.figure import Figure
 
 __all__ = [
     "THETA_SCHEMES",
@@ -303,6 +305,8 @@ def plot_stability_regions(
 
     Raises:
         ValueError: for an empty ``schemes``, or as :func:`stability_region`.
+        ImportError: if matplotlib is not installed (the library itself
+            does not need it).
     """
     if isinstance(schemes, (str, ButcherTableau)):
         schemes = [schemes]
@@ -318,6 +322,14 @@ def plot_stability_regions(
             (_label(scheme, entry_theta), stability_region(scheme, re, im, resolution, entry_theta))
         )
 
+    try:
+        from matplotlib.figure import Figure
+        from matplotlib.lines import Line2D
+    except ImportError:
+        raise ImportError(
+            "plot_stability_regions needs matplotlib: pip install matplotlib "
+            "(or the examples extra: pip install dynamicblocks[examples])"
+        ) from None
     figure = Figure(figsize=figsize, layout="constrained")
     axes = figure.add_subplot()
     colors = [f"C{i % 10}" for i in range(len(regions))]
