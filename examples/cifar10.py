@@ -609,7 +609,7 @@ def _train(
         raise UsageError(f"--resume: {error}") from None
     except NonFiniteLossError as error:
         if dist.is_main:
-            advice = "Try a lower --lr, --box-constraints or --amp none, with --resume."
+            advice = "Start again with a lower --lr, --box-constraints or --amp none."
             message = str(error).replace("Try a lower lr, box_constraints or amp='none'.", advice)
             print(f"error: {message}", file=sys.stderr, flush=True)
         return 1

@@ -193,7 +193,7 @@ def test_diverging_training_exits_non_zero_with_one_error_line(data_dir, tmp_pat
     assert cifar10.main(quick(data_dir, out, "--lr", "100000")) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "non-finite" in err and err.count("\n") == 1
-    assert "Try a lower --lr, --box-constraints or --amp none, with --resume." in err
+    assert "Start again with a lower --lr, --box-constraints or --amp none." in err
     assert not (out / "results.json").exists()
     if (out / "checkpoint.pt").exists():
         model = load_checkpoint(out / "checkpoint.pt")["model"]

@@ -50,6 +50,7 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
         ("boundary.png", "losses.png"),
     ),
     ("vanishing_gradients", (), ("gradients.png", "loss.png")),
+    ("custom_data", ("--overwrite",), ("curves.png",)),  # a rebuild finds the last run
 )
 
 
