@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
-import torch
-
 import dynamicblocks as db
-from dynamicblocks.train import evaluate, load_checkpoint
+from dynamicblocks.train import CheckpointError, evaluate, load_checkpoint
 
-from cifar10 import MODEL_ARGS, load_data, load_model
+from cifar10 import MODEL_ARGS, NUM_CLASSES, UsageError, device_of, load_data, load_model
 
 
 def _items(text: str, kind: type, flag: str) -> list:
@@ -38,7 +37,11 @@ def _items(text: str, kind: type, flag: str) -> list:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.error = lambda message: parser.exit(2, f"error: {message} (see --help)\n")
     parser.add_argument("run", help="a folder written by examples/cifar10.py")
     parser.add_argument("--model-file", default="best.pt", help="in the run folder")
     parser.add_argument("--schemes", default="euler,midpoint,rk4")
@@ -64,16 +67,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> list[dict]:
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line; a mistake is one ``error: ...`` line and exit status 2."""
     args = parse_args(argv)
+    try:
+        report(args)
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+def _load(args: argparse.Namespace) -> tuple:
+    """The run's settings, model and test set, every problem a :class:`UsageError`."""
     run = Path(args.run)
-    stored = argparse.Namespace(**json.loads((run / "config.json").read_text()))
+    try:
+        stored = argparse.Namespace(**json.loads((run / "config.json").read_text()))
+        state = load_checkpoint(run / args.model_file)
+    except (ValueError, TypeError, CheckpointError) as error:
+        raise UsageError(f"cannot read the run {run}: {error}") from None
     stored.data_dir = args.data_dir or stored.data_dir
     stored.subset, stored.download, stored.val_fraction = args.subset, False, 0.0
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    _, _, test, num_classes, _ = load_data(stored, device)
-    state = load_checkpoint(run / args.model_file)
-    model = load_model(stored, num_classes, state).to(device).eval()
+    device = device_of(args.device)
+    try:
+        model = load_model(stored, NUM_CLASSES[stored.dataset], state)
+    except (RuntimeError, ValueError) as error:
+        raise UsageError(f"{run / args.model_file} does not fit its config.json: {error}") from None
+    _, _, test, _, _ = load_data(stored, device)
+    return run, stored, model.to(device).eval(), test
+
+
+def report(args: argparse.Namespace) -> list[dict]:
+    """Evaluate every manifestation, print the table and write the JSON file."""
+    run, stored, model, test = _load(args)
     trained = [(b.tableau.name, b.num_steps) for b in db.dynamic_blocks(model)]
     print(f"{run / args.model_file}: {stored.model} trained as {trained[0][0]} with "
           f"{[n for _, n in trained]} steps per block; {len(test)} test images")  # fmt: skip
@@ -104,4 +130,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -469,3 +469,14 @@ def test_the_examples_helper_module_explains_itself():
         [sys.executable, str(helper), "--help"], capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 0 and "run one of those instead" in " ".join(result.stdout.split())
+
+
+def test_the_remanifest_script_names_a_damaged_run(tmp_path):
+    (tmp_path / "config.json").write_text("{")
+    atomic_save({}, tmp_path / "best.pt")
+    script = ROOT / "examples" / "remanifest_cifar.py"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    command = [sys.executable, str(script), str(tmp_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith(f"error: cannot read the run {tmp_path}: ")
