@@ -86,7 +86,7 @@ def _no_network(monkeypatch):
     def offline(url, destination):
         raise OSError(f"network disabled in tests: {url}")
 
-    monkeypatch.setattr(data, "_download", offline)
+    monkeypatch.setattr(data.cifar, "_download", offline)
 
 
 # --------------------------------------------------------------------------- loading
@@ -211,7 +211,7 @@ def test_download_with_wrong_md5_raises_and_leaves_nothing(tmp_path, monkeypatch
     def wrong(url, destination):
         Path(destination).write_bytes(b"not the archive")
 
-    monkeypatch.setattr(data, "_download", wrong)
+    monkeypatch.setattr(data.cifar, "_download", wrong)
     with pytest.raises(ValueError, match=r"MD5 .*expected c58f30108f718f92721af3b95e74349a"):
         load_cifar("cifar10", tmp_path, download=True)
     assert list(tmp_path.iterdir()) == []
@@ -226,7 +226,7 @@ def test_download_with_right_md5_is_renamed_and_extracted(tmp_path, monkeypatch)
         urls.append(url)
         Path(destination).write_bytes(payload)
 
-    monkeypatch.setattr(data, "_download", fetch)
+    monkeypatch.setattr(data.cifar, "_download", fetch)
     monkeypatch.setitem(data.ARCHIVE_MD5, "cifar100", hashlib.md5(payload).hexdigest())
     root = tmp_path / "new" / "dir"
     check_loaded(load_cifar("cifar100", root), "cifar100", batches)
@@ -656,16 +656,16 @@ def test_the_names_of_partial_work_are_the_ones_tidied_up(tmp_path, monkeypatch)
             made.append(real(*args, **kwargs))
             return made[-1]
 
-        monkeypatch.setattr(data.tempfile, function, record)
+        monkeypatch.setattr(data.cifar.tempfile, function, record)
     batches = make_batches("cifar10")
     payload = archive_bytes("cifar10", batches)
-    monkeypatch.setattr(data, "_download", lambda url, path: Path(path).write_bytes(payload))
+    monkeypatch.setattr(data.cifar, "_download", lambda url, path: Path(path).write_bytes(payload))
     monkeypatch.setitem(data.ARCHIVE_MD5, "cifar10", hashlib.md5(payload).hexdigest())
     load_cifar("cifar10", tmp_path)
     download, staging = made[0][1], made[1]  # mkstemp gives (handle, name)
-    spec = data._SPECS["cifar10"]
-    assert data._leftover_pattern(spec.archive).fullmatch(Path(download).name)
-    assert data._leftover_pattern(spec.folder).fullmatch(Path(staging).name)
+    spec = data.cifar._SPECS["cifar10"]
+    assert data.cifar._leftover_pattern(spec.archive).fullmatch(Path(download).name)
+    assert data.cifar._leftover_pattern(spec.folder).fullmatch(Path(staging).name)
     assert Path(download).parent == Path(staging).parent == tmp_path
 
 
