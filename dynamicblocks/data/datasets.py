@@ -126,40 +126,71 @@ def _check_labels(labels: torch.Tensor, count: int, what: str, num_classes: int 
             )
 
 
-def _index_batches(
-    n: int,
-    device: torch.device,
-    batch_size: int,
-    shuffle: bool,
-    generator: torch.Generator | None,
-    drop_last: bool,
-    rank: int,
-    world_size: int,
-) -> list[torch.Tensor]:
-    """One epoch's index batches for ``n`` items: see :meth:`CifarDataset.index_batches`."""
-    batch_size = positive_int("batch_size", batch_size)
-    world_size = positive_int("world_size", world_size)
-    rank = int_in_range("rank", rank, 0, world_size)
-    if generator is not None and (
-        not isinstance(generator, torch.Generator) or generator.device.type != "cpu"
-    ):
-        raise TypeError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
-    order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
-    if drop_last:
-        per_rank = n // world_size
-    else:
-        per_rank = -(-n // world_size)
-        if per_rank * world_size > n:  # wrap around, as DistributedSampler does
-            order = order.repeat(-(-per_rank * world_size // n))
-    mine = order[rank : per_rank * world_size : world_size]
-    if drop_last:
-        mine = mine[: len(mine) - len(mine) % batch_size]
-    if not len(mine):  # torch.split would give one empty batch
-        return []
-    return list(torch.split(mine.to(device), batch_size))
+class _Batched:
+    """What every dataset here shares: its length, its device and its epoch's index batches.
+
+    A subclass sets :attr:`labels`, one entry per item, on its device.
+    """
+
+    labels: torch.Tensor
+
+    @property
+    def device(self) -> torch.device:
+        """The device holding the data."""
+        return self.labels.device
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    def index_batches(
+        self,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        generator: torch.Generator | None = None,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+    ) -> list[torch.Tensor]:
+        """The dataset indices of one epoch's mini-batches for this rank, on :attr:`device`.
+
+        With ``shuffle`` the epoch order is ``torch.randperm`` drawn from
+        ``generator`` (a CPU generator; the global one if None), so ranks
+        that share a seed share the permutation. Rank ``r`` takes positions
+        ``r, r + world_size, ...`` of it. If the dataset does not split evenly
+        the permutation is either cut (``drop_last=True``) or extended by
+        wrapping around (``drop_last=False``), so that every rank gets the
+        same number of indices and hence of batches. ``drop_last`` also drops
+        the rank's last, incomplete batch.
+
+        Raises:
+            ValueError: naming ``batch_size``, ``rank`` or ``world_size``.
+            TypeError: if ``generator`` is not a CPU ``torch.Generator``.
+        """
+        batch_size = positive_int("batch_size", batch_size)
+        world_size = positive_int("world_size", world_size)
+        rank = int_in_range("rank", rank, 0, world_size)
+        if generator is not None and (
+            not isinstance(generator, torch.Generator) or generator.device.type != "cpu"
+        ):
+            raise TypeError(f"generator must be a CPU torch.Generator or None, got {generator!r}")
+        n = len(self)
+        order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+        if drop_last:
+            per_rank = n // world_size
+        else:
+            per_rank = -(-n // world_size)
+            if per_rank * world_size > n:  # wrap around, as DistributedSampler does
+                order = order.repeat(-(-per_rank * world_size // n))
+        mine = order[rank : per_rank * world_size : world_size]
+        if drop_last:
+            mine = mine[: len(mine) - len(mine) % batch_size]
+        if not len(mine):  # torch.split would give one empty batch
+            return []
+        return list(torch.split(mine.to(self.device), batch_size))
 
 
-class CifarDataset:
+class CifarDataset(_Batched):
     """Images held as one ``uint8`` tensor on a device, served as mini-batches.
 
     Args:
@@ -206,14 +237,6 @@ class CifarDataset:
         self._mean = torch.tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
         self._std = torch.tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
 
-    @property
-    def device(self) -> torch.device:
-        """The device holding the images and labels."""
-        return self.images.device
-
-    def __len__(self) -> int:
-        return self.images.shape[0]
-
     def __repr__(self) -> str:
         shape = tuple(self.images.shape)
         return (
@@ -237,35 +260,6 @@ class CifarDataset:
         if torch.device(device) == self.device:
             return self
         return CifarDataset(self.images, self.labels, self.num_classes, device, self.mean, self.std)
-
-    def index_batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        generator: torch.Generator | None = None,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> list[torch.Tensor]:
-        """The dataset indices of one epoch's mini-batches for this rank, on :attr:`device`.
-
-        With ``shuffle`` the epoch order is ``torch.randperm`` drawn from
-        ``generator`` (a CPU generator; the global one if None), so ranks
-        that share a seed share the permutation. Rank ``r`` takes positions
-        ``r, r + world_size, ...`` of it. If the dataset does not split evenly
-        the permutation is either cut (``drop_last=True``) or extended by
-        wrapping around (``drop_last=False``), so that every rank gets the
-        same number of indices and hence of batches. ``drop_last`` also drops
-        the rank's last, incomplete batch.
-
-        Raises:
-            ValueError: naming ``batch_size``, ``rank`` or ``world_size``.
-            TypeError: if ``generator`` is not a CPU ``torch.Generator``.
-        """
-        return _index_batches(
-            len(self), self.device, batch_size, shuffle, generator, drop_last, rank, world_size
-        )
 
     def batches(
         self,
@@ -323,7 +317,7 @@ class CifarDataset:
             yield normalize(images, self._mean, self._std), self.labels[indices]
 
 
-class TensorDataset:
+class TensorDataset(_Batched):
     """Your own inputs and integer labels, held as tensors on a device and served as mini-batches.
 
     The in-memory counterpart of :class:`CifarDataset` for any data: it has
@@ -381,14 +375,6 @@ class TensorDataset:
         self.num_classes = num_classes
         self.transform = transform
 
-    @property
-    def device(self) -> torch.device:
-        """The device holding the inputs and labels."""
-        return self.inputs.device
-
-    def __len__(self) -> int:
-        return self.inputs.shape[0]
-
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(inputs={tuple(self.inputs.shape)}, "
@@ -410,29 +396,6 @@ class TensorDataset:
         if torch.device(device) == self.device:
             return self
         return TensorDataset(self.inputs, self.labels, self.num_classes, device, self.transform)
-
-    def index_batches(
-        self,
-        batch_size: int,
-        *,
-        shuffle: bool = True,
-        generator: torch.Generator | None = None,
-        drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
-    ) -> list[torch.Tensor]:
-        """The indices of one epoch's mini-batches for this rank, on :attr:`device`.
-
-        Exactly as :meth:`CifarDataset.index_batches`: the same arguments
-        give the same indices for a dataset of the same length.
-
-        Raises:
-            ValueError: naming ``batch_size``, ``rank`` or ``world_size``.
-            TypeError: if ``generator`` is not a CPU ``torch.Generator``.
-        """
-        return _index_batches(
-            len(self), self.device, batch_size, shuffle, generator, drop_last, rank, world_size
-        )
 
     def batches(
         self,
