@@ -59,14 +59,16 @@ def describe_layer(layer: nn.Module) -> str:
     return text
 
 
-def layer_shape_error(
+def check_layer_output(
     block: str,
     layer: nn.Module,
     state: torch.Tensor,
     output: object,
     expected: tuple[int, ...] | None = None,
-) -> ValueError:
-    """The error for a layer function whose output does not have the shape it must have.
+) -> None:
+    """Raise if a layer function's output is not a tensor of the shape it must have.
+
+    Only host metadata is compared: no device synchronisation.
 
     Args:
         block: the block's name for the message, e.g. ``"DynamicBlock"``.
@@ -75,7 +77,13 @@ def layer_shape_error(
         output: what it returned.
         expected: the shape the output must have, if not ``state``'s (e.g. the
             other stream's, for a Hamiltonian field acting on one half).
+
+    Raises:
+        ValueError: naming the block, the layer and both shapes.
     """
+    must = state.shape if expected is None else expected
+    if isinstance(output, torch.Tensor) and output.shape == must:
+        return
     shape = tuple(state.shape)
     if isinstance(output, torch.Tensor):
         got = f"shape {tuple(output.shape)}"
@@ -88,6 +96,6 @@ def layer_shape_error(
             f"it must return a tensor of shape {tuple(expected)}, the shape of the state "
             "its output is added to"
         )
-    return ValueError(
+    raise ValueError(
         f"{block}: the layer {describe_layer(layer)} maps a state of shape {shape} to {got}; {rule}"
     )

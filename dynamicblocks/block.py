@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ._validate import layer_shape_error
+from ._validate import check_layer_output
 from .adjoint import adjoint_integrate
 from .grid import GridLike, as_grid, refine_grid
 from .projection import basis_matrix, projection_matrix
@@ -364,9 +364,7 @@ class DynamicBlock(TimeBlock):
                 slope = layer(y)
             else:
                 slope = functional_call(layer, blends[stage.blend], (y,))
-            # host metadata only: no device sync; a wrong shape would broadcast silently
-            if not isinstance(slope, torch.Tensor) or slope.shape != y.shape:
-                raise layer_shape_error(type(self).__name__, layer, y, slope)
+            check_layer_output(type(self).__name__, layer, y, slope)  # else it would broadcast
             slopes.append(slope)
         return _combine(x, step.update, slopes)
 

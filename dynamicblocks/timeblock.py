@@ -12,7 +12,7 @@ from torch.func import functional_call
 from torch.utils.checkpoint import checkpoint
 
 from ._buffers import buffers_restored
-from ._validate import format_times, layer_shape_error
+from ._validate import check_layer_output, format_times
 from .weights import StageControl
 
 State = tuple  # a block's state between steps: one tensor, or two (streams, or y_k and y_{k-1})
@@ -65,9 +65,7 @@ def evaluate_control(
         )
         out = functional_call(module, params, (x,))
     if block is not None:
-        expected = x.shape if shape is None else shape
-        if not isinstance(out, torch.Tensor) or out.shape != expected:
-            raise layer_shape_error(block, module, x, out, expected)
+        check_layer_output(block, module, x, out, shape)
     return out
 
 
