@@ -1,20 +1,19 @@
 """dynamicblocks: residual blocks read as discretized ODEs, for PyTorch."""
 
-from .activations import make_activation
-from .block import DynamicBlock
-from .connective import ConnectiveUnit
 from .grid import as_grid, refine_grid, step_sizes, uniform_grid
-from .hamiltonian import HamiltonianBlock, LeapfrogBlock
-from .implicit import ConvergenceError, ConvergenceWarning, ImplicitBlock
-from .layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
 from .manifest import (
     carry_optimizer_state,
     dynamic_blocks,
     refine_,
     refine_to_match_,
     remanifest,
+    time_blocks,
 )
 from .memory import MEMORY_MODES, set_memory
+from .methods.leapfrog import LeapfrogBlock
+from .methods.runge_kutta import DynamicBlock
+from .methods.theta import ConvergenceError, ConvergenceWarning, ImplicitBlock
+from .methods.verlet import HamiltonianBlock
 from .models import (
     hamiltonian_net,
     parabolic_net,
@@ -24,7 +23,10 @@ from .models import (
     second_order_net,
 )
 from .network import BLOCKS, DynamicNet, Stage
-from .norms import TvNorm, make_norm
+from .nn.activations import make_activation
+from .nn.connective import ConnectiveUnit
+from .nn.layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
+from .nn.norms import TvNorm, make_norm
 from .projection import projection_matrix
 from .regularization import time_regularization
 from .stability import (
@@ -65,6 +67,7 @@ __all__ = [
     "remanifest",
     "refine_",
     "dynamic_blocks",
+    "time_blocks",
     "carry_optimizer_state",
     "ButcherTableau",
     "ConnectiveUnit",

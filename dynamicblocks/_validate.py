@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Sequence
 
@@ -31,6 +32,33 @@ def int_in_range(name: str, value: object, low: int, high: int | None = None) ->
         bounds = f"in [{low}, {high})" if high is not None else f">= {low}"
         raise ValueError(f"{name} must be an int {bounds}, got {value!r}")
     return int(value)
+
+
+def real_number(
+    name: str,
+    value: object,
+    expected: str,
+    low: float = -math.inf,
+    high: float = math.inf,
+    *,
+    open_low: bool = False,
+    open_high: bool = False,
+) -> float:
+    """Return ``value`` as a float if it is a real number (not a bool) in the range, else raise.
+
+    The range is ``[low, high]``, each end open where asked (``nan`` is never in it).
+
+    Raises:
+        ValueError: ``"{name} must be {expected}, got {value!r}"``, e.g. ``expected``
+            ``"a number in [0, 1]"`` or ``"a positive number"``.
+    """
+    is_real = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    number = float(value) if is_real else math.nan
+    above = number > low if open_low else number >= low
+    below = number < high if open_high else number <= high
+    if not (above and below):
+        raise ValueError(f"{name} must be {expected}, got {value!r}")
+    return number
 
 
 def odd_kernel(kernel_size: object) -> int:
@@ -99,3 +127,28 @@ def check_layer_output(
     raise ValueError(
         f"{block}: the layer {describe_layer(layer)} maps a state of shape {shape} to {got}; {rule}"
     )
+
+
+def check_module(name: str, value: object) -> nn.Module:
+    """Return ``value`` if it is an ``nn.Module``, else raise a TypeError naming ``name``."""
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{name} must be an nn.Module, got {type(value).__name__}")
+    return value
+
+
+def one_of(name: str, value: object, choices: Sequence[object]) -> object:
+    """Return ``value`` if it is one of ``choices``, else raise a ValueError naming ``name``.
+
+    The message lists the choices as a tuple, e.g.
+    ``interpolation must be one of ('constant', 'linear'), got 'cubic'``.
+    """
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_tensor(name: str, value: object) -> torch.Tensor:
+    """Return ``value`` if it is a tensor, else raise a TypeError naming ``name``."""
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value

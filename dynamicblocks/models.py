@@ -10,10 +10,10 @@ import torch
 from torch import nn
 
 from .grid import GridLike, as_grid
-from .init import clamped_xavier_normal_
-from .layers import DoubleSymLayer, PreactDoubleLayer
 from .network import DynamicNet, Stage
-from .norms import NormLike
+from .nn.init import clamped_xavier_normal_
+from .nn.layers import DoubleSymLayer, PreactDoubleLayer
+from .nn.norms import NormLike
 from .tableaus import SchemeLike
 
 __all__ = [

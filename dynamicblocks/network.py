@@ -9,27 +9,27 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._validate import positive_int
-from .activations import ActLike
-from .block import DynamicBlock
-from .connective import ConnectiveUnit
+from ._validate import one_of, positive_int
+from .core.block import TimeBlock
 from .grid import GridLike
-from .hamiltonian import HamiltonianBlock, LeapfrogBlock
-from .implicit import ImplicitBlock
-from .norms import NormLike
+from .methods.leapfrog import LeapfrogBlock
+from .methods.runge_kutta import DynamicBlock
+from .methods.theta import ImplicitBlock
+from .methods.verlet import HamiltonianBlock
+from .nn.activations import ActLike
+from .nn.connective import ConnectiveUnit
+from .nn.norms import NormLike
 from .tableaus import SchemeLike
 
 __all__ = ["Stage", "DynamicNet", "BLOCKS"]
 
-BLOCKS: dict[str, type[nn.Module]] = {
+BLOCKS: dict[str, type[TimeBlock]] = {
     "dynamic": DynamicBlock,
     "implicit": ImplicitBlock,
     "hamiltonian": HamiltonianBlock,
     "leapfrog": LeapfrogBlock,
 }
 """The block kinds a :class:`Stage` can name, and their classes."""
-
-_FIXED_SCHEME = {"hamiltonian": "Verlet", "leapfrog": "leapfrog"}
 
 
 @dataclass(frozen=True)
@@ -52,7 +52,7 @@ class Stage:
         t: the block's state grid.
         scheme: the block's integration scheme: an explicit one (name or
             :class:`~dynamicblocks.ButcherTableau`) for ``"dynamic"``, one of
-            :data:`~dynamicblocks.implicit.IMPLICIT_SCHEMES` for ``"implicit"``; None
+            :data:`~dynamicblocks.methods.theta.IMPLICIT_SCHEMES` for ``"implicit"``; None
             for the block's default (``"euler"``, ``"backward_euler"``).
         t_theta: the block's control times (default: one per step).
         interpolation: ``"constant"`` or ``"linear"``.
@@ -88,25 +88,24 @@ class Stage:
             ValueError: for an unknown ``block``, a scheme given to a block with a
                 fixed scheme, or an odd ``width`` for ``"hamiltonian"``.
         """
-        if self.block not in BLOCKS:
-            raise ValueError(f"{name}.block must be one of {tuple(BLOCKS)}, got {self.block!r}")
+        one_of(f"{name}.block", self.block, tuple(BLOCKS))
+        kind = BLOCKS[self.block]
         kwargs = dict(self.options or {})
         if self.scheme is not None:
-            if self.block in _FIXED_SCHEME:
+            if kind.fixed_scheme is not None:
                 raise ValueError(
                     f"{name}.scheme = {self.scheme!r}, but a {self.block!r} block always "
-                    f"steps by the {_FIXED_SCHEME[self.block]} scheme; leave scheme=None"
+                    f"steps by the {kind.fixed_scheme} scheme; leave scheme=None"
                 )
             kwargs["scheme"] = self.scheme
-        channels = self.width
-        if self.block == "hamiltonian":
-            if self.width % 2:
-                raise ValueError(
-                    f"{name}.width = {self.width}, but a 'hamiltonian' block splits its "
-                    "channels into two halves (y, z); width must be even"
-                )
-            channels = self.width // 2
-        return BLOCKS[self.block](
+        if self.width % kind.streams:
+            multiple = "even" if kind.streams == 2 else f"a multiple of {kind.streams}"
+            raise ValueError(
+                f"{name}.width = {self.width}, but a {self.block!r} block splits its "
+                f"channels into {kind.streams} equal streams; width must be {multiple}"
+            )
+        channels = self.width // kind.streams
+        return kind(
             self.layer(channels),
             self.t,
             t_theta=self.t_theta,

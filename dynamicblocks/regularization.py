@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ._validate import one_of
+from .core.block import TimeBlock
 from .grid import step_sizes
-from .timeblock import TimeBlock
 
 __all__ = ["time_regularization", "NORMS"]
 
@@ -33,8 +34,7 @@ def time_regularization(module: nn.Module, norm: str = "l2") -> torch.Tensor:
         A scalar tensor (zero if there is nothing to regularise) on the
         parameters' device, differentiable with respect to them.
     """
-    if norm not in NORMS:
-        raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+    one_of("norm", norm, NORMS)
     terms = []
     blocks = [m for m in module.modules() if isinstance(m, TimeBlock)]
     for block in blocks:

@@ -31,8 +31,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ._validate import int_in_range, positive_int
-from .block import DynamicBlock
+from ._validate import int_in_range, positive_int, real_number
+from .methods.runge_kutta import DynamicBlock
 from .tableaus import TABLEAUS, ButcherTableau, SchemeLike, get_tableau
 
 if TYPE_CHECKING:  # matplotlib is needed only to draw: an optional dependency
@@ -61,7 +61,7 @@ THETA_SCHEMES: dict[str, float] = {
 :class:`~dynamicblocks.ButcherTableau` holds explicit schemes only, so these
 are evaluated with :func:`theta_amplification` (the name ``"theta"`` with an
 explicit ``theta=`` argument gives any member of the family). The names are
-those of :class:`~dynamicblocks.implicit.ImplicitBlock`. The trapezoidal
+those of :class:`~dynamicblocks.ImplicitBlock`. The trapezoidal
 rule (Crank-Nicolson) and the implicit midpoint rule differ as methods but
 share ``R(z) = (1 + z/2) / (1 - z/2)`` on linear problems.
 """
@@ -81,10 +81,7 @@ def _as_complex(z: ComplexLike) -> torch.Tensor:
 
 
 def _check_theta(theta: object) -> float:
-    is_real = isinstance(theta, numbers.Real) and not isinstance(theta, bool)
-    if not is_real or not 0.0 <= float(theta) <= 1.0:
-        raise ValueError(f"theta must be a real number in [0, 1], got {theta!r}")
-    return float(theta)
+    return real_number("theta", theta, "a real number in [0, 1]", 0.0, 1.0)
 
 
 def theta_amplification(theta: float, z: ComplexLike) -> torch.Tensor:

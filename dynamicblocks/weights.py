@@ -38,7 +38,7 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ._validate import format_times
+from ._validate import format_times, one_of
 
 __all__ = [
     "INTERPOLATIONS",
@@ -78,9 +78,7 @@ def _tolerance(t: Sequence[float], t_theta: Sequence[float]) -> float:
 
 def check_interpolation(interpolation: str) -> str:
     """Return ``interpolation`` if it is one of :data:`INTERPOLATIONS`, else raise."""
-    if interpolation not in INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, got {interpolation!r}")
-    return interpolation
+    return one_of("interpolation", interpolation, INTERPOLATIONS)
 
 
 def resolve_stage_controls(

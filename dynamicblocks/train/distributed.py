@@ -10,6 +10,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .._validate import real_number
+
 __all__ = ["Distributed", "DEFAULT_TIMEOUT"]
 
 #: Seconds a collective waits for the other ranks before it fails (see ``from_env``).
@@ -56,8 +58,9 @@ class Distributed:
                 are not integers or are inconsistent, or ``timeout`` is not a
                 positive number of seconds.
         """
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        timeout = real_number(
+            "timeout", timeout, "a positive number of seconds", 0.0, open_low=True
+        )
         device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         world_size = _env_int("WORLD_SIZE", 1)
         if world_size <= 1:

@@ -19,13 +19,13 @@ explicit blocks, settable on all blocks, or for a whole network by
 ``"adjoint"``
     Nothing is stored but the output; backward solves the adjoint equation
     over the reversed grid with the block's own scheme
-    (:mod:`dynamicblocks.adjoint`). Memory is one step's, independent of the
+    (:mod:`dynamicblocks.memory.adjoint`). Memory is one step's, independent of the
     number of steps; the gradient is that of the continuous problem, which
     converges to ``"full"``'s as the grid is refined.
     :class:`~dynamicblocks.DynamicBlock` only.
 ``"reversible"``
     Nothing is stored but the output; backward rebuilds the states step by
-    step with the block's exact inverse (:mod:`dynamicblocks.reversible`).
+    step with the block's exact inverse (:mod:`dynamicblocks.memory.reversible`).
     Gradients equal ``"full"``'s up to the round-off of the inverse.
     :class:`~dynamicblocks.HamiltonianBlock` and
     :class:`~dynamicblocks.LeapfrogBlock` only: a block must be invertible.
@@ -46,14 +46,54 @@ by the implicit function theorem, already stores no solver iterations.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from torch import nn
 
-from .timeblock import TimeBlock
+from .._validate import one_of
 
-__all__ = ["MEMORY_MODES", "set_memory"]
+__all__ = ["MEMORY_MODES", "MemoryModule", "set_memory"]
 
 MEMORY_MODES = ("full", "checkpoint", "adjoint", "reversible")
 """Every memory mode; each block class lists those it offers in ``memory_modes``."""
+
+_NEEDS = {
+    "reversible": "'reversible' needs an invertible block (HamiltonianBlock, LeapfrogBlock), "
+    "whose method has an exact inverse step",
+    "adjoint": "'adjoint' needs an explicit method with an adjoint step (DynamicBlock)",
+    "checkpoint": "the block's backward pass stores no activations of the solve already",
+}
+
+
+class MemoryModule(nn.Module):
+    """A module with a memory mode: the base of every block.
+
+    ``memory_modes`` (a class attribute) lists the modes the class offers, as
+    its method allows (see :meth:`dynamicblocks.methods.base.Method.memory_modes`).
+    """
+
+    memory_modes: ClassVar[tuple[str, ...]] = ("full",)
+    _memory: str = "full"
+
+    @property
+    def memory(self) -> str:
+        """How backward gets the activations, one of :attr:`memory_modes`. Settable.
+
+        See :mod:`dynamicblocks.memory` for the modes.
+        """
+        return self._memory
+
+    @memory.setter
+    def memory(self, mode: str) -> None:
+        if mode not in self.memory_modes:
+            method = getattr(self, "method", None)
+            named = f" (method {method.name})" if method is not None else ""
+            hint = f"; {_NEEDS[mode]}" if mode in _NEEDS else ""
+            raise ValueError(
+                f"{type(self).__name__}.memory must be one of {self.memory_modes}, "
+                f"got {mode!r}{named}{hint}"
+            )
+        self._memory = mode
 
 
 def set_memory(module: nn.Module, mode: str) -> list[str]:
@@ -67,9 +107,8 @@ def set_memory(module: nn.Module, mode: str) -> list[str]:
             that does not offer ``mode`` (e.g. ``"reversible"`` on a
             :class:`~dynamicblocks.DynamicBlock`); then no block is changed.
     """
-    if mode not in MEMORY_MODES:
-        raise ValueError(f"mode must be one of {MEMORY_MODES}, got {mode!r}")
-    blocks = [(name, m) for name, m in module.named_modules() if isinstance(m, TimeBlock)]
+    one_of("mode", mode, MEMORY_MODES)
+    blocks = [(name, m) for name, m in module.named_modules() if isinstance(m, MemoryModule)]
     if not blocks:
         raise ValueError(f"{type(module).__name__} contains no block to set the memory mode of")
     for name, block in blocks:
