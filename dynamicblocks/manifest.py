@@ -1,9 +1,10 @@
 """Re-discretising whole networks: other grids and schemes, refinement, optimiser state.
 
-The functions here apply :class:`~dynamicblocks.DynamicBlock`'s
-:meth:`~dynamicblocks.DynamicBlock.remanifest_` and
-:meth:`~dynamicblocks.DynamicBlock.refine_` to every dynamic block inside a
-module, and move optimiser state onto the parameters that refinement creates.
+The functions here apply the block core's
+:meth:`~dynamicblocks.core.TimeBlock.remanifest_` and
+:meth:`~dynamicblocks.core.TimeBlock.refine_` to every block inside a module
+(explicit, implicit, Hamiltonian and leapfrog alike), and move optimiser state
+onto the parameters that refinement creates.
 """
 
 from __future__ import annotations
@@ -15,12 +16,14 @@ import torch
 from torch import nn
 
 from ._validate import positive_int
-from .block import DynamicBlock
+from .core.block import TimeBlock
 from .grid import GridLike, uniform_grid
+from .methods.runge_kutta import DynamicBlock
 from .tableaus import SchemeLike
 
 __all__ = [
     "dynamic_blocks",
+    "time_blocks",
     "remanifest",
     "refine_",
     "refine_to_match_",
@@ -33,10 +36,17 @@ def dynamic_blocks(module: nn.Module) -> list[DynamicBlock]:
     return [m for m in module.modules() if isinstance(m, DynamicBlock)]
 
 
-def _blocks_or_error(module: nn.Module) -> list[DynamicBlock]:
-    blocks = dynamic_blocks(module)
+def time_blocks(module: nn.Module) -> list[TimeBlock]:
+    """Every block inside ``module`` (itself included), of any family, in module order."""
+    return [m for m in module.modules() if isinstance(m, TimeBlock)]
+
+
+def _blocks_or_error(module: nn.Module) -> list[TimeBlock]:
+    blocks = time_blocks(module)
     if not blocks:
-        raise ValueError(f"{type(module).__name__} contains no DynamicBlock")
+        raise ValueError(
+            f"{type(module).__name__} contains no DynamicBlock (nor any other block on a time grid)"
+        )
     return blocks
 
 
@@ -47,10 +57,12 @@ def remanifest(
     t: GridLike | None = None,
     scheme: SchemeLike | None = None,
 ) -> nn.Module:
-    """A copy of ``module`` with every dynamic block on a new grid and/or scheme.
+    """A copy of ``module`` with every block on a new grid and/or scheme.
 
     The weights in time ``theta(t)`` are those of the trained model (see
     :meth:`DynamicBlock.remanifest_`); ``module`` itself is left unchanged.
+    Blocks of every family get the new grid; ``scheme`` applies to the
+    dynamic blocks (the other families keep their method).
 
     Args:
         module: a network (or a single block).
@@ -60,8 +72,8 @@ def remanifest(
         scheme: the new scheme of every block (default: each keeps its own).
 
     Raises:
-        ValueError: if ``module`` contains no dynamic block, or both ``steps``
-            and ``t`` are given.
+        ValueError: if ``module`` contains no block, or both ``steps`` and
+            ``t`` are given.
     """
     if steps is not None and t is not None:
         raise ValueError("give steps or t, not both")
@@ -69,14 +81,20 @@ def remanifest(
         steps = positive_int("steps", steps)
     _blocks_or_error(module)
     copied = copy.deepcopy(module)
-    for block in dynamic_blocks(copied):
+    for block in time_blocks(copied):
         grid = t if steps is None else uniform_grid(block.t[0], block.t[-1], steps)
-        block.remanifest_(grid, scheme)
+        if isinstance(block, DynamicBlock):
+            block.remanifest_(grid, scheme)
+        else:
+            block.remanifest_(grid)
     return copied
 
 
 def refine_(module: nn.Module) -> dict[nn.Parameter, tuple[nn.Parameter, ...]]:
-    """Refine every dynamic block in ``module`` in place (:meth:`DynamicBlock.refine_`).
+    """Refine every block in ``module`` in place (:meth:`~dynamicblocks.core.TimeBlock.refine_`).
+
+    Blocks of every family are refined alike (a Hamiltonian block refines
+    both fields), so ``theta(t)`` is unchanged.
 
     Returns:
         Every new parameter mapped to the parameters it was made from.
@@ -92,27 +110,29 @@ def refine_to_match_(module: nn.Module, state_dict: Mapping[str, torch.Tensor]) 
 
     For loading a checkpoint saved after :func:`refine_` into a freshly built
     model: count each block's controls in ``state_dict`` (keys
-    ``<block>.layers.<j>.*``), refine every block until the counts match,
-    and return the number of refinements (0 if they already match, or if
-    ``module`` has no dynamic block, as a network of Hamiltonian blocks).
+    ``<block>.<field>.<j>.*`` of its first field, e.g. ``layers`` or
+    ``layers1``), refine every block until the counts match, and return the
+    number of refinements (0 if they already match, or if ``module`` has no
+    block).
 
     Raises:
         ValueError: if the counts cannot be reached by refinement.
     """
-    blocks = {name: m for name, m in module.named_modules() if isinstance(m, DynamicBlock)}
+    blocks = {name: m for name, m in module.named_modules() if isinstance(m, TimeBlock)}
 
-    def saved(name: str) -> int:
-        prefix = f"{name}.layers." if name else "layers."
+    def saved(name: str, block: TimeBlock) -> int:
+        field = block.field_attributes[0]
+        prefix = f"{name}.{field}." if name else f"{field}."
         return len(
             {key[len(prefix) :].split(".")[0] for key in state_dict if key.startswith(prefix)}
         )
 
-    wanted = {name: saved(name) for name in blocks}
+    wanted = {name: saved(name, block) for name, block in blocks.items()}
     refinements = 0
-    while any(len(block.layers) < wanted[name] for name, block in blocks.items()):
+    while any(len(block.t_theta) < wanted[name] for name, block in blocks.items()):
         refine_(module)
         refinements += 1
-    found = {name: len(block.layers) for name, block in blocks.items()}
+    found = {name: len(block.t_theta) for name, block in blocks.items()}
     if found != wanted:
         raise ValueError(
             f"the state_dict's controls per block {wanted} cannot be reached by refining "

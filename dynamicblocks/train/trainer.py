@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..manifest import carry_optimizer_state, dynamic_blocks, refine_
+from ..manifest import carry_optimizer_state, refine_, time_blocks
 from ._atomic import remove_leftovers
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
@@ -191,9 +191,10 @@ class Trainer:
             model = model.to(memory_format=torch.channels_last)
         if config.sync_batchnorm and dist.enabled and device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-        if config.refine_at and not dynamic_blocks(model):
+        if config.refine_at and not time_blocks(model):
             raise ValueError(
-                f"refine_at={config.refine_at} but {type(model).__name__} has no DynamicBlock"
+                f"refine_at={config.refine_at} but {type(model).__name__} has no DynamicBlock "
+                "(nor any other block on a time grid)"
             )
         self.model = model
         self._wrap()
@@ -237,7 +238,7 @@ class Trainer:
         while self.refinements < len(refine_at) and self.epoch >= refine_at[self.refinements]:
             self._refine()
             if self.config.verbose and self.dist.is_main:
-                steps = [block.num_steps for block in dynamic_blocks(self.model)]
+                steps = [block.num_steps for block in time_blocks(self.model)]
                 print(f"after epoch {self.epoch}: refined, steps per block {steps}", flush=True)
 
     @property
