@@ -230,14 +230,18 @@ def test_a_hamiltonian_network_refines_during_training_with_its_optimizer_state(
 
 
 def _module_imports() -> dict[str, set[str]]:
-    """``dynamicblocks`` module -> the package modules it imports at module level."""
+    """``dynamicblocks`` module -> the package modules it imports anywhere in its body.
+
+    Imports inside functions and under ``if TYPE_CHECKING:`` count too: a cycle
+    hidden in a function is still a cycle.
+    """
     graph: dict[str, set[str]] = {}
     for path in PACKAGE.rglob("*.py"):
         parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         edges = set()
-        for node in ast.parse(path.read_text()).body:  # module level only
+        for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.level:
                 base = package.split(".")
                 base = base[: len(base) - node.level + 1]

@@ -10,14 +10,24 @@ import reprlib
 import struct
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, NoReturn, cast
+from typing import BinaryIO, NamedTuple, NoReturn, cast
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from .cifar import _Spec
-
 __all__ = ["read_split"]
+
+
+class Spec(NamedTuple):
+    """What a dataset's files hold: its archive, folder, batch files and labels."""
+
+    title: str
+    archive: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: str
+    num_classes: int
+
 
 _IMAGE_SHAPE = (3, 32, 32)
 _PIXELS = 3 * 32 * 32
@@ -322,7 +332,7 @@ def _get(batch: dict, key: str, path: Path) -> object:
     raise ValueError(f"{path}: missing key {key!r} (found {', '.join(sorted(found))}{more})")
 
 
-def _read_labels(value: object, count: int, path: Path, spec: _Spec) -> np.ndarray:
+def _read_labels(value: object, count: int, path: Path, spec: Spec) -> np.ndarray:
     """The labels as int64, checked to be ``count`` ints in range before NumPy converts them.
 
     ``np.asarray`` of a list that repeats one row by reference would expand
@@ -373,7 +383,7 @@ def _is_int(value: object) -> bool:
     return type(value) is int or isinstance(value, np.integer)
 
 
-def _read_batch(path: Path, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
+def _read_batch(path: Path, spec: Spec) -> tuple[np.ndarray, np.ndarray]:
     """Read and validate one pickled batch; return ``(images, labels)``."""
     with open(path, "rb") as file:
         reader = _BoundedReader(file, os.fstat(file.fileno()).st_size)
@@ -395,7 +405,7 @@ def _read_batch(path: Path, spec: _Spec) -> tuple[np.ndarray, np.ndarray]:
     return data.reshape(-1, *_IMAGE_SHAPE), labels
 
 
-def read_split(folder: Path, files: tuple[str, ...], spec: _Spec) -> tuple[np.ndarray, ...]:
+def read_split(folder: Path, files: tuple[str, ...], spec: Spec) -> tuple[np.ndarray, ...]:
     parts = [_read_batch(folder / f, spec) for f in files]
     images = np.ascontiguousarray(np.concatenate([p[0] for p in parts]))
     labels = np.concatenate([p[1] for p in parts])

@@ -14,11 +14,10 @@ import urllib.request
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import NamedTuple
 
 import numpy as np
 
-from .batchfile import read_split
+from .batchfile import Spec, read_split
 
 __all__ = [
     "ARCHIVE_MD5",
@@ -49,18 +48,8 @@ ARCHIVE_MD5 = {
 }
 
 
-class _Spec(NamedTuple):
-    title: str
-    archive: str
-    folder: str
-    train_files: tuple[str, ...]
-    test_files: tuple[str, ...]
-    label_key: str
-    num_classes: int
-
-
 _SPECS = {
-    "cifar10": _Spec(
+    "cifar10": Spec(
         title="CIFAR-10",
         archive="cifar-10-python.tar.gz",
         folder="cifar-10-batches-py",
@@ -69,7 +58,7 @@ _SPECS = {
         label_key="labels",
         num_classes=10,
     ),
-    "cifar100": _Spec(
+    "cifar100": Spec(
         title="CIFAR-100",
         archive="cifar-100-python.tar.gz",
         folder="cifar-100-python",
@@ -183,11 +172,11 @@ def _dataset_key(name: object) -> str:
     return key
 
 
-def _missing_files(folder: Path, spec: _Spec) -> list[str]:
+def _missing_files(folder: Path, spec: Spec) -> list[str]:
     return [f for f in spec.train_files + spec.test_files if not (folder / f).is_file()]
 
 
-def _not_found_message(spec: _Spec, root: Path) -> str:
+def _not_found_message(spec: Spec, root: Path) -> str:
     folder = root / spec.folder
     files = ", ".join(spec.train_files + spec.test_files)
     message = (
@@ -215,7 +204,7 @@ def _leftover_pattern(name: str) -> re.Pattern[str]:
     return re.compile(re.escape(f".{name}.") + "[a-z0-9_]{8}" + re.escape(_PARTIAL))
 
 
-def _remove_leftovers(root: Path, spec: _Spec) -> None:
+def _remove_leftovers(root: Path, spec: Spec) -> None:
     """Remove the staging directories and partial downloads of interrupted loads from ``root``.
 
     Only entries named exactly as :func:`_extract` (a directory, not a link)
@@ -261,7 +250,7 @@ def _md5(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _download_archive(key: str, spec: _Spec, root: Path) -> None:
+def _download_archive(key: str, spec: Spec, root: Path) -> None:
     """Download into a temporary file in ``root``, check the MD5, then rename."""
     url, expected = ARCHIVE_URLS[key], ARCHIVE_MD5[key]
     root.mkdir(parents=True, exist_ok=True)
@@ -305,7 +294,7 @@ def _check_member(member: tarfile.TarInfo, archive: Path) -> None:
         )
 
 
-def _extract(archive: Path, root: Path, spec: _Spec) -> None:
+def _extract(archive: Path, root: Path, spec: Spec) -> None:
     """Extract what ``root/spec.folder/`` lacks from ``archive``, refusing unsafe members.
 
     Every member is checked before anything is written; the archive's folder
