@@ -35,6 +35,7 @@ class _Step(NamedTuple):
     stages: tuple[_Stage, ...]
     update: Terms  # (i, h * b_i) for b_i != 0
     reversed: tuple[Evaluation, ...]  # the adjoint's stages, at t_{k+1} - c_i h
+    weights: tuple[float, ...]  # h * b_i for every stage, zeros included (the adjoint's)
 
 
 def _combine(x: torch.Tensor, terms: Terms, slopes: list) -> torch.Tensor:
@@ -86,7 +87,8 @@ class RungeKutta(Method):
             )
             update = tuple((i, h * b) for i, b in enumerate(tableau.b) if b != 0.0)
             reversed_stages = tuple(resolve(k, 1.0 - c, group=1) for c in tableau.c)
-            steps.append(_Step(stages, update, reversed_stages))
+            weights = tuple(h * b for b in tableau.b)
+            steps.append(_Step(stages, update, reversed_stages, weights))
         return tuple(steps)
 
     def step(self, plan: _Step, state: State, evaluate: Any) -> State:
@@ -101,15 +103,14 @@ class RungeKutta(Method):
     ) -> tuple[State, State]:
         """Step ``x`` and its adjoint ``a`` back over the step (the tableau, step ``-h``)."""
         (x,), (a,) = state, cotangent
-        weights = dict(plan.update)
         fs: list[torch.Tensor] = []
         vs: list[torch.Tensor] = []
-        for i, (stage, evaluation) in enumerate(zip(plan.stages, plan.reversed)):
+        for stage, evaluation, weight in zip(plan.stages, plan.reversed, plan.weights):
             xi, ai = x, a
             for j, increment in stage.increments:
                 xi = torch.sub(xi, fs[j], alpha=increment)
                 ai = torch.add(ai, vs[j], alpha=increment)
-            f, v = fields.vjp(evaluation, xi, ai, grads, weights.get(i, 0.0))
+            f, v = fields.vjp(evaluation, xi, ai, grads, weight)
             fs.append(f)
             vs.append(v)
         for i, weight in plan.update:
