@@ -182,8 +182,19 @@ def test_remanifest_on_the_same_grid_is_the_same_function_on_every_family(interp
     for block in _blocks(interpolation):
         randomize(block)
         assert torch.equal(block.remanifest(block.t)(x), block(x))
+        assert torch.equal(block.remanifest(t=block.t)(x), block(x))
         coarse = block.remanifest((0.0, 0.5, 1.0))
         assert coarse.num_steps == 2 and block.num_steps == 4
+
+
+def test_a_dynamic_block_remanifests_with_a_positional_scheme():
+    torch.manual_seed(8)
+    block = db.DynamicBlock(Tanh(4), (0.0, 1.0, 2.0), "euler")
+    x = torch.randn(2, 4)
+    grid = (0.0, 0.5, 1.0, 1.5, 2.0)
+    built = db.DynamicBlock(Tanh(4), grid, "rk4", t_theta=(0.0, 1.0))
+    built.load_state_dict(block.state_dict())
+    assert torch.equal(block.remanifest(grid, "rk4")(x), built(x))
 
 
 def test_project_returns_a_theta_in_the_coarse_space_exactly_on_every_family():

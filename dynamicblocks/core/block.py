@@ -249,13 +249,13 @@ class TimeBlock(MemoryModule):
         t = self._t if t is None else as_grid(t, name="t")
         self._configure(t, self._t_theta, self._interpolation)
 
-    def remanifest(self, t: GridLike | None = None, **changes: Any) -> TimeBlock:
-        """A new block on grid ``t`` (and the family's other ``changes``), same ``theta(t)``.
+    def remanifest(self, *args: Any, **kwargs: Any) -> TimeBlock:
+        """A copy of the block put on a new grid (and scheme, where the family has one).
 
-        This block is left unchanged; see :meth:`remanifest_` for the rules.
+        Takes the arguments of :meth:`remanifest_`; this block is left unchanged.
         """
         block = copy.deepcopy(self)
-        block.remanifest_(t, **changes)
+        block.remanifest_(*args, **kwargs)
         return block
 
     def refine_(self) -> dict[nn.Parameter, tuple[nn.Parameter, ...]]:
