@@ -11,7 +11,9 @@ Each module holds one method and the block that steps by it:
 * :mod:`~dynamicblocks.methods.leapfrog`: leapfrog for ``y'' = F(y)``,
   :class:`~dynamicblocks.LeapfrogBlock`.
 
-:mod:`~dynamicblocks.methods.base` says what a method supplies.
+:mod:`~dynamicblocks.methods.base` says what a method supplies;
+:mod:`~dynamicblocks.methods.fixed_point` is the Anderson solver of the implicit
+methods.
 """
 
 from .base import Method

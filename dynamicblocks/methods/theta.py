@@ -11,7 +11,7 @@ Reshniak & Webster, "Robust learning with implicit residual networks"
 (arXiv:1905.10479):
 
 * **forward**: each step's equation is solved by Anderson-accelerated
-  fixed-point iteration (:func:`dynamicblocks.fixed_point.anderson`) from an
+  fixed-point iteration (:func:`dynamicblocks.methods.fixed_point.anderson`) from an
   explicit-Euler predictor, under ``torch.no_grad()``, so no iteration is
   recorded for autograd;
 * **backward**: by the implicit function theorem. With ``G`` the step's map
@@ -43,9 +43,9 @@ from torch import nn
 from .._validate import int_in_range, one_of, positive_int, real_number
 from ..core.block import TimeBlock
 from ..core.fields import Evaluation
-from ..fixed_point import FixedPointResult, anderson
 from ..grid import GridLike
 from .base import Method, State
+from .fixed_point import FixedPointResult, anderson
 
 __all__ = [
     "ThetaMethod",
