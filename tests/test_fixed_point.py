@@ -295,3 +295,13 @@ def test_no_device_synchronisation_between_checks_on_cuda():
     assert result.converged
     torch.testing.assert_close(result.solution.cpu(), newton, rtol=0, atol=1e-8)
     assert len(syncs) <= math.ceil(result.iterations / 4)
+
+
+def test_on_the_cpu_the_default_checks_every_iteration():
+    g, _ = nonlinear()
+    x0 = torch.zeros(4, 8, dtype=F64)
+    default = anderson(g, x0, 1e-10, 1000)
+    every = anderson(g, x0, 1e-10, 1000, check_every=1)
+    assert default.iterations == every.iterations
+    assert torch.equal(default.solution, every.solution)
+    assert anderson(g, x0, 1e-10, 1000, check_every=4).iterations % 4 == 0

@@ -39,6 +39,9 @@ from .._validate import int_in_range, positive_int
 
 __all__ = ["FixedPointResult", "anderson"]
 
+DEVICE_CHECK_EVERY = 4
+"""The default ``check_every`` for tensors on an accelerator (on the CPU it is 1)."""
+
 _REGULARISATION = 1e-12  # Tikhonov term, relative to the Gram matrix's largest diagonal entry
 
 
@@ -110,7 +113,7 @@ def anderson(
     memory: int = 5,
     damping: float = 1.0,
     *,
-    check_every: int = 4,
+    check_every: int | None = None,
 ) -> FixedPointResult:
     """Solve ``x = g(x)`` by Anderson acceleration (Walker & Ni, SIAM J. Numer. Anal. 2011).
 
@@ -150,6 +153,9 @@ def anderson(
         damping: the mixing parameter ``beta`` in (0, 1].
         check_every: read the stopping test on the host every this many
             evaluations of ``g`` (a positive int; ``1`` checks every iteration).
+            Default: 1 for a CPU tensor, where reading costs nothing and the
+            extra evaluations would; :data:`DEVICE_CHECK_EVERY` (4) on an
+            accelerator, where every read waits for the device.
 
     Returns:
         The last iterate (shape of ``x0``), the number of evaluations of ``g``
@@ -162,6 +168,8 @@ def anderson(
     """
     max_iter = positive_int("max_iter", max_iter)
     memory = int_in_range("memory", memory, 0)
+    if check_every is None:  # a host read costs nothing on the CPU, so check every time
+        check_every = 1 if x0.device.type == "cpu" else DEVICE_CHECK_EVERY
     check_every = positive_int("check_every", check_every)
     shape = x0.shape
     rows = (shape[0], math.prod(shape[1:])) if x0.dim() >= 2 else (1, x0.numel())
