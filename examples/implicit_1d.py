@@ -27,7 +27,7 @@ horizon ``T`` (``--horizon``) with the theta-method of
 Defaults, and why: ``T = 5``; the ResNet has 20 layers (``h = 0.25``), the
 implicit network 5 (``h = 1``), so the implicit network has a quarter of the
 layers and of the block's parameters. With ``h = 1`` its fixed-point solves
-converge in about 8 iterations; at ``T = 20`` (``h = 4``) a quarter of them
+converge in about 7 iterations; at ``T = 20`` (``h = 4``) a quarter of them
 stop at ``--max-iter`` and 4 of 5 seeds fail to fit (docs/implicit_examples.md).
 Width 8, 1000 Adam steps at lr 1e-2 (the validation losses are flat after
 about 300), 5 seeds, no smoothness term (``--smoothness 0``; a run with it is
