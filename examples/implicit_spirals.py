@@ -33,12 +33,12 @@ Defaults, and why: ``T = 5``; the ResNet has 20 layers (``h = 0.25``), the
 implicit network 5 (``h = 1``). With ``h = 1`` the fixed-point solves take
 12-15 iterations on average, and about 2% of them stop at ``--max-iter`` with
 some point unconverged; in a 2-seed trial at ``T = 10`` (``h = 2``, with the
-solver of version 0.1.0) they took
-22-25 on average, 3-4% stopped at ``--max-iter`` and the network reached only
-93-94% training accuracy. Width 10, 1000 Adam steps at lr 1e-2 (enough for both
-networks to fit the training spirals on most seeds), 5 seeds, no smoothness
-term (a run with it is in docs/implicit_examples.md). The whole run takes about
-4 minutes on one CPU thread (``__main__`` sets one).
+solver of version 0.1.0) they took 22-25 on average, 3-4% stopped at
+``--max-iter`` and the network reached only 93-94% training accuracy. Width
+10, 1000 Adam steps at lr 1e-2 (enough for both networks to fit the training
+spirals on most seeds), 5 seeds, no smoothness term (a run with it is in
+docs/implicit_examples.md). The whole run takes about 4 minutes on one CPU
+thread (``__main__`` sets one).
 
 Everything goes to --out (default runs/implicit_spirals): boundary.png (the
 decision regions of both networks, one panel per seed, training points as
