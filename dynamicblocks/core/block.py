@@ -69,14 +69,15 @@ class TimeBlock(MemoryModule):
     field of the method, e.g. ``("layers",)`` or ``("layers1", "layers2")``)
     and call :meth:`_build` from their constructor.
 
-    Class attributes:
-        field_attributes: the names of the per-field ``nn.ModuleList``.
-        field_arguments: the constructor arguments of the fields' prototypes,
-            for messages.
-        fixed_scheme: the scheme's name for families that take no ``scheme``
-            argument (``None`` for those that do).
-        streams: into how many channel groups the family splits its input
-            (2 for the Hamiltonian block's ``(y, z)``).
+    Class attributes a family sets:
+
+    * ``field_attributes``: the names of the per-field ``nn.ModuleList``;
+    * ``field_arguments``: the constructor arguments of the fields'
+      prototypes, for messages;
+    * ``fixed_scheme``: the scheme's name for families that take no
+      ``scheme`` argument (``None`` for those that do);
+    * ``streams``: into how many channel groups the family splits its input
+      (2 for the Hamiltonian block's ``(y, z)``).
     """
 
     field_attributes: ClassVar[tuple[str, ...]] = ("layers",)

@@ -30,12 +30,13 @@ Evaluate = Callable[..., torch.Tensor]  # Fields, or a stand-in with its call si
 class Method:
     """Base of the methods: subclasses set the class attributes, define ``plan`` and ``step``.
 
-    Class attributes:
-        fields: how many layer functions (fields) the method's blocks hold.
-        live_times: the times ``c`` (fractions of a step) of the evaluations
-            whose value reaches the step's result, for
-            :func:`~dynamicblocks.weights.check_controls_used` (an instance
-            may override it).
+    Class attributes a method sets:
+
+    * ``fields``: how many layer functions (fields) the method's blocks hold;
+    * ``live_times``: the times ``c`` (fractions of a step) of the
+      evaluations whose value reaches the step's result, for
+      :func:`~dynamicblocks.weights.check_controls_used` (an instance may
+      override it).
     """
 
     fields: ClassVar[int] = 1

@@ -48,11 +48,9 @@ _REGULARISATION = 1e-12  # Tikhonov term, relative to the Gram matrix's largest 
 class FixedPointResult(NamedTuple):
     """The outcome of :func:`anderson`.
 
-    Attributes:
-        solution: the last iterate, of ``x0``'s shape.
-        iterations: the number of evaluations of ``g``.
-        residual: the largest over samples of ``|g(x) - x| / |g(x)|`` at ``solution``.
-        converged: ``residual <= tol``.
+    ``solution`` is the last iterate, of ``x0``'s shape; ``iterations`` the
+    number of evaluations of ``g``; ``residual`` the largest over samples of
+    ``|g(x) - x| / |g(x)|`` at ``solution``; ``converged`` is ``residual <= tol``.
     """
 
     solution: torch.Tensor
