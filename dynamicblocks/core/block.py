@@ -88,6 +88,7 @@ class TimeBlock(MemoryModule):
     _t: tuple[float, ...]
     _t_theta: tuple[float, ...]
     _interpolation: str
+    _report: Any = None  # where a method reports its solves; ImplicitBlock records them
 
     def _build(
         self,
@@ -179,7 +180,7 @@ class TimeBlock(MemoryModule):
             self._slots[group],
             type(self).__name__,
             detached,
-            getattr(self, "_report", None),
+            self._report,
         )
 
     # ---------------------------------------------------------------------- the loop
@@ -295,9 +296,9 @@ class TimeBlock(MemoryModule):
                 continue
             inserts.append((j, partners[:1] if constant else partners, 0.5 * (time + following)))
         sources: dict[nn.Parameter, tuple[nn.Parameter, ...]] = {}
+        added = {j: partners for j, partners, _ in inserts}
         for attribute, old in zip(self.field_attributes, self.control_layers()):
             old, layers = list(old), []
-            added = {j: partners for j, partners, _ in inserts}
             for j, layer in enumerate(old):
                 layers.append(layer)
                 if j in added:
