@@ -11,6 +11,26 @@ The step is stable (errors do not grow) where ``|R(z)| <= 1``: the scheme's
 ``R`` is the polynomial ``1 + sum_{j=1..s} (b^T A^{j-1} 1) z^j``; a scheme of
 order ``p`` agrees with ``exp(z)`` up to ``O(z^{p+1})``.
 
+An ``s``-step Adams-Bashforth method (``"ab1"`` ... ``"ab4"``) on the same
+equation with a uniform step is the recurrence
+``y_{k+1} = y_k + z sum_j beta_j y_{k-j}``; its solutions are combinations of
+``zeta^k`` over the roots ``zeta`` of the characteristic polynomial::
+
+    p_z(zeta) = rho(zeta) - z sigma(zeta),
+    rho(zeta) = zeta^s - zeta^{s-1},  sigma(zeta) = sum_{j=0..s-1} beta_j zeta^{s-1-j},
+
+so the growth factor per step is the largest root modulus
+(:func:`multistep_amplification`), and the stability region is where it is at
+most 1; its boundary is traced by ``z = rho(e^{i phi}) / sigma(e^{i phi})``
+(:func:`multistep_boundary_locus`).
+
+An IMEX Runge-Kutta pair (:data:`~dynamicblocks.imex_tableaus.IMEX_SCHEMES`)
+on ``y' = lambda_E y - mu y`` (explicit part ``lambda_E``, implicit linear
+part ``L = mu``) multiplies by a function of two variables,
+``z_E = h lambda_E`` and ``z_I = -h mu`` (:func:`imex_amplification`)::
+
+    R(z_E, z_I) = 1 + (z_E b_E + z_I b_I)^T (I - z_E A_E - z_I A_I)^{-1} 1.
+
 For a trained block the same question is asked of the actual step map
 ``x_k -> x_{k+1}``: :func:`step_jacobian_spectrum` returns the eigenvalues of
 its Jacobian at sample states. Locally, perturbations are multiplied by that
@@ -21,6 +41,7 @@ field ``f(x) = W x`` the Jacobian is exactly ``R(h W)``.
 
 from __future__ import annotations
 
+import cmath
 import copy
 import math
 import numbers
@@ -32,6 +53,8 @@ import numpy as np
 import torch
 
 from ._validate import int_in_range, positive_int, real_number
+from .imex_tableaus import IMEX_SCHEMES, IMEXTableau
+from .methods.multistep import ADAMS_BASHFORTH, adams_bashforth_weights
 from .methods.runge_kutta import DynamicBlock
 from .tableaus import TABLEAUS, ButcherTableau, SchemeLike, get_tableau
 
@@ -42,7 +65,11 @@ __all__ = [
     "THETA_SCHEMES",
     "amplification",
     "theta_amplification",
+    "multistep_amplification",
+    "multistep_boundary_locus",
+    "imex_amplification",
     "stability_region",
+    "imex_stability_region",
     "plot_stability_regions",
     "step_jacobian_spectrum",
     "spectral_radius",
@@ -67,16 +94,19 @@ share ``R(z) = (1 + z/2) / (1 - z/2)`` on linear problems.
 """
 
 
-def _as_complex(z: ComplexLike) -> torch.Tensor:
-    """``z`` as a complex128 tensor (on the device of ``z`` if it is a tensor)."""
+def _as_complex(z: ComplexLike, name: str = "z") -> torch.Tensor:
+    """``z`` as a complex128 tensor (on the device of ``z`` if it is a tensor).
+
+    ``name`` is the argument named in the TypeError for a non-numeric ``z``.
+    """
     if isinstance(z, torch.Tensor):
         return z.detach().to(torch.complex128)
     if isinstance(z, (bool, str, bytes)) or z is None:
-        raise TypeError(f"z must be a complex number, array or tensor, got {z!r}")
+        raise TypeError(f"{name} must be a complex number, array or tensor, got {z!r}")
     try:
         array = np.asarray(z, dtype=np.complex128)
     except (TypeError, ValueError) as error:
-        raise TypeError(f"z must be a complex number, array or tensor, got {z!r}") from error
+        raise TypeError(f"{name} must be a complex number, array or tensor, got {z!r}") from error
     return torch.from_numpy(array.copy())
 
 
@@ -150,8 +180,209 @@ def _rk_amplification(
     return result.reshape(z.shape)
 
 
-def _resolve(scheme: SchemeLike, theta: float | None) -> ButcherTableau | float:
-    """A tableau, or the theta of a theta-method scheme name."""
+def _multistep_order(scheme: object) -> int:
+    """The number of steps ``s`` of the Adams-Bashforth scheme named ``scheme``."""
+    if isinstance(scheme, str) and scheme.lower() in ADAMS_BASHFORTH:
+        return ADAMS_BASHFORTH[scheme.lower()]
+    raise ValueError(
+        f"scheme must be one of {tuple(ADAMS_BASHFORTH)} (an Adams-Bashforth method), "
+        f"got {scheme!r}"
+    )
+
+
+def _multistep_betas(order: int) -> tuple[float, ...]:
+    """``beta_0, ..., beta_{s-1}`` of the ``order``-step Adams-Bashforth method for ``h = 1``."""
+    return adams_bashforth_weights([-float(j) for j in range(order)], 1.0)
+
+
+def _multistep_roots(order: int, z: torch.Tensor) -> torch.Tensor:
+    """The ``s`` roots of ``zeta^s - (1 + z beta_0) zeta^{s-1} - sum_{j>0} z beta_j zeta^{s-1-j}``.
+
+    Eigenvalues of the batched companion matrices, shape ``(*z.shape, s)``
+    (``1 + z beta_0`` itself for ``s = 1``). A non-finite ``z`` gives NaN roots.
+    """
+    betas = _multistep_betas(order)
+    nan = complex(math.nan, math.nan)
+    if order == 1:
+        return torch.where(torch.isfinite(z), 1 + betas[0] * z, nan).unsqueeze(-1)
+    flat = z.reshape(-1)
+    finite = torch.isfinite(flat)
+    values = flat[finite]
+    companion = torch.zeros(values.shape[0], order, order, dtype=torch.complex128, device=z.device)
+    weights = torch.tensor(betas, dtype=torch.complex128, device=z.device)
+    companion[:, 0, :] = values.unsqueeze(-1) * weights
+    companion[:, 0, 0] += 1
+    sub = torch.arange(1, order, device=z.device)
+    companion[:, sub, sub - 1] = 1
+    roots = torch.full((flat.shape[0], order), nan, dtype=torch.complex128, device=z.device)
+    if values.numel():
+        roots[finite] = torch.linalg.eigvals(companion)
+    return roots.reshape(*z.shape, order)
+
+
+def _dominant_root(order: int, z: torch.Tensor) -> torch.Tensor:
+    """The root of largest modulus of the characteristic polynomial, of ``z``'s shape."""
+    roots = _multistep_roots(order, z)
+    index = roots.abs().nan_to_num(nan=math.inf).argmax(dim=-1, keepdim=True)
+    return roots.gather(-1, index).squeeze(-1)
+
+
+def multistep_amplification(scheme: str, z: ComplexLike) -> torch.Tensor:
+    """The growth factor per step of an Adams-Bashforth scheme on ``y' = lambda y``.
+
+    With a uniform step ``h`` and ``z = h lambda`` the ``s``-step method
+    ``y_{k+1} = y_k + z sum_{j=0..s-1} beta_j y_{k-j}`` has the solutions
+    ``y_k = sum_i c_i zeta_i^k`` over the roots ``zeta_i`` of its
+    characteristic polynomial::
+
+        zeta^s - zeta^{s-1} - z sum_{j=0..s-1} beta_j zeta^{s-1-j}.
+
+    The dominant mode grows by the largest root modulus per step, which is
+    returned; the scheme is stable at ``z`` where it is at most 1 (the root
+    condition). One subtlety is left out: a *multiple* root of modulus
+    exactly 1 grows linearly, yet gives 1 here (it can happen only at isolated
+    points of the boundary). Near ``z = 0`` the dominant root is the principal
+    root ``zeta_1 = exp(z) + O(z^{s+1})``; the others start at 0. ``"ab1"`` is
+    forward Euler, ``|1 + z|``. Real stability intervals: ``[-2, 0]``,
+    ``[-1, 0]``, ``[-6/11, 0]``, ``[-3/10, 0]`` for ``s = 1..4``.
+
+    The roots are the eigenvalues of the companion matrices, one per entry
+    of ``z``, computed in one batched :func:`torch.linalg.eigvals`.
+
+    Args:
+        scheme: ``"ab1"``, ``"ab2"``, ``"ab3"`` or ``"ab4"`` (case-insensitive).
+        z: ``h lambda``: a complex (or real) number, array or tensor.
+
+    Returns:
+        The largest root modulus, a float64 tensor of the shape of ``z``
+        (0-d for a number; on the device of ``z`` if it is a tensor). A
+        non-finite entry of ``z`` gives NaN.
+
+    Raises:
+        ValueError: if ``scheme`` is not an Adams-Bashforth name.
+        TypeError: if ``z`` is not numeric.
+    """
+    order = _multistep_order(scheme)
+    return _dominant_root(order, _as_complex(z)).abs()
+
+
+def multistep_boundary_locus(scheme: str, points: int = 400) -> torch.Tensor:
+    """The boundary locus ``z(phi) = rho(e^{i phi}) / sigma(e^{i phi})`` of an AB scheme.
+
+    ``rho(zeta) = zeta^s - zeta^{s-1}`` and
+    ``sigma(zeta) = sum_{j=0..s-1} beta_j zeta^{s-1-j}``: at ``z(phi)`` the
+    characteristic polynomial has the root ``e^{i phi}`` of modulus 1, so the
+    boundary of the stability region lies on this closed curve. For ``"ab4"``
+    the curve also has loops outside the region (in the right half-plane),
+    where another root is larger: :func:`multistep_amplification` tells them
+    apart. ``sigma`` has no root on the unit circle for these schemes, so
+    every point is finite.
+
+    Args:
+        scheme: ``"ab1"``, ``"ab2"``, ``"ab3"`` or ``"ab4"`` (case-insensitive).
+        points: the number of angles ``phi = 2 pi k / points``,
+            ``k = 0 .. points - 1``, at least 2.
+
+    Returns:
+        ``z(phi)``, a complex128 tensor of shape ``(points,)``; ``z(0) = 0``.
+
+    Raises:
+        ValueError: if ``scheme`` is not an Adams-Bashforth name or ``points``
+            is not an int ``>= 2``.
+    """
+    order = _multistep_order(scheme)
+    points = int_in_range("points", points, 2)
+    betas = _multistep_betas(order)
+    phi = torch.arange(points, dtype=torch.float64) * (2 * math.pi / points)
+    zeta = torch.polar(torch.ones_like(phi), phi)
+    rho = zeta**order - zeta ** (order - 1)
+    sigma = sum(beta * zeta ** (order - 1 - j) for j, beta in enumerate(betas))
+    return rho / sigma
+
+
+def _imex_tableau(scheme: object) -> IMEXTableau:
+    """The IMEX pair named ``scheme`` (case-insensitive), or ``scheme`` itself."""
+    if isinstance(scheme, IMEXTableau):
+        return scheme
+    if isinstance(scheme, str) and scheme.lower() in IMEX_SCHEMES:
+        return IMEX_SCHEMES[scheme.lower()]
+    if isinstance(scheme, str):
+        raise ValueError(
+            f"scheme must be one of {tuple(IMEX_SCHEMES)} (an IMEX pair) or an IMEXTableau, "
+            f"got {scheme!r}"
+        )
+    raise TypeError(f"scheme must be a name or an IMEXTableau, got {type(scheme).__name__}")
+
+
+def imex_amplification(
+    scheme: str | IMEXTableau, z_explicit: ComplexLike, z_implicit: ComplexLike
+) -> torch.Tensor:
+    """The stability function ``R(z_E, z_I)`` of an IMEX Runge-Kutta pair.
+
+    The pair steps ``x' = f(x) - L x`` with ``f`` explicit and ``L``
+    implicit. On the test equation ``y' = lambda_E y - mu y`` (``f = lambda_E``,
+    ``L = mu``) one step multiplies ``y`` by::
+
+        R(z_E, z_I) = 1 + (z_E b_E + z_I b_I)^T (I - z_E A_E - z_I A_I)^{-1} 1
+
+    with ``(A_E, b_E)``, ``(A_I, b_I)`` the explicit and implicit tableaus.
+
+    Sign convention: ``z_E = h lambda_E`` and ``z_I = -h mu``, i.e. both are
+    ``h`` times the eigenvalue the term contributes to ``y' = (lambda_E +
+    lambda_I) y`` with ``lambda_I = -mu``. A dissipative implicit part
+    (``mu >= 0``, e.g. ``L`` positive semi-definite) has ``z_I <= 0``, the
+    same half-plane as for :func:`amplification`. ``R(z, 0)`` is the
+    explicit tableau's polynomial, ``R(0, z)`` the implicit (DIRK) tableau's
+    stability function, and ``R(z_E, z_I) = exp(z_E + z_I) + O(|z|^{p+1})``
+    for a pair of order ``p``. ``"imex_euler"`` gives
+    ``(1 + z_E) / (1 - z_I)``; ``"ars222"`` is L-stable in ``z_I``
+    (``R(0, z_I) -> 0`` as ``z_I -> -inf``).
+
+    The implicit tableau is lower triangular, so the system is solved by
+    forward substitution, stage by stage, vectorised over the points.
+
+    Args:
+        scheme: a name from :data:`~dynamicblocks.imex_tableaus.IMEX_SCHEMES`
+            (case-insensitive) or an :class:`~dynamicblocks.imex_tableaus.IMEXTableau`.
+        z_explicit: ``z_E = h lambda_E``: a complex (or real) number, array
+            or tensor.
+        z_implicit: ``z_I = -h mu``: the same, broadcast against ``z_explicit``.
+
+    Returns:
+        ``R(z_E, z_I)``, a complex128 tensor of the broadcast shape (on the
+        device of the tensor arguments). At a pole (``z_I = 1 / aI_ii``,
+        on the unstable side) the value is not finite.
+
+    Raises:
+        ValueError: for an unknown scheme name, or shapes that do not broadcast.
+        TypeError: if ``scheme`` is neither a name nor an IMEXTableau, or a
+            ``z`` is not numeric.
+    """
+    tableau = _imex_tableau(scheme)
+    z_e = _as_complex(z_explicit, "z_explicit")
+    z_i = _as_complex(z_implicit, "z_implicit")
+    try:
+        z_e, z_i = torch.broadcast_tensors(z_e, z_i)
+    except RuntimeError:
+        raise ValueError(
+            f"z_explicit and z_implicit must broadcast together, got shapes "
+            f"{tuple(z_e.shape)} and {tuple(z_i.shape)}"
+        ) from None
+    a_e, a_i = tableau.a_explicit, tableau.a_implicit
+    stages: list[torch.Tensor] = []
+    for i in range(tableau.stages):
+        rhs = torch.ones_like(z_e)
+        for j in range(i):
+            rhs = rhs + (a_e[i][j] * z_e + a_i[i][j] * z_i) * stages[j]
+        stages.append(rhs / (1 - a_i[i][i] * z_i))
+    result = torch.ones_like(z_e)
+    for b_e, b_i, stage in zip(tableau.b_explicit, tableau.b_implicit, stages):
+        result = result + (b_e * z_e + b_i * z_i) * stage
+    return result
+
+
+def _resolve(scheme: SchemeLike, theta: float | None) -> ButcherTableau | float | str:
+    """A tableau, the theta of a theta-method scheme name, or an Adams-Bashforth name."""
     if isinstance(scheme, str):
         key = scheme.lower()
         if key == "theta":
@@ -162,8 +393,16 @@ def _resolve(scheme: SchemeLike, theta: float | None) -> ButcherTableau | float:
             raise ValueError(f"theta is only used with scheme='theta', got scheme {scheme!r}")
         if key in THETA_SCHEMES:
             return THETA_SCHEMES[key]
+        if key in ADAMS_BASHFORTH:
+            return key
+        if key in IMEX_SCHEMES:
+            raise ValueError(
+                f"scheme {scheme!r} is an IMEX pair, whose stability function has two "
+                "arguments: use imex_amplification(scheme, z_explicit, z_implicit) or "
+                "imex_stability_region(scheme, z_implicit)"
+            )
         if key not in TABLEAUS:
-            known = sorted(TABLEAUS) + sorted(THETA_SCHEMES) + ["theta"]
+            known = sorted(TABLEAUS) + sorted(THETA_SCHEMES) + ["theta"] + sorted(ADAMS_BASHFORTH)
             raise ValueError(
                 f"unknown scheme {scheme!r}; expected one of {known} or a ButcherTableau"
             )
@@ -186,10 +425,20 @@ def amplification(scheme: SchemeLike, z: ComplexLike, theta: float | None = None
     ``"trapezoid"``, ``"implicit_midpoint"``) and
     ``"theta"`` (with ``theta=``) are evaluated by :func:`theta_amplification`.
 
+    The Adams-Bashforth names ``"ab1"`` ... ``"ab4"`` give the dominant root
+    of the characteristic polynomial (the root of largest modulus, see
+    :func:`multistep_amplification`, which returns its modulus): the factor
+    by which the dominant mode grows per step. For ``"ab1"`` it is ``1 + z``.
+    Where two roots share the largest modulus either may be returned.
+
+    IMEX pairs have a stability function of two variables: see
+    :func:`imex_amplification`.
+
     Args:
-        scheme: a name from :data:`~dynamicblocks.TABLEAUS` or
-            :data:`THETA_SCHEMES`, ``"theta"``, or a ButcherTableau
-            (names are case-insensitive).
+        scheme: a name from :data:`~dynamicblocks.TABLEAUS`,
+            :data:`THETA_SCHEMES` or
+            :data:`~dynamicblocks.methods.multistep.ADAMS_BASHFORTH`,
+            ``"theta"``, or a ButcherTableau (names are case-insensitive).
         z: ``h lambda``: a complex (or real) number, array or tensor.
         theta: the implicitness for ``scheme="theta"`` only, in ``[0, 1]``.
 
@@ -198,14 +447,17 @@ def amplification(scheme: SchemeLike, z: ComplexLike, theta: float | None = None
         number; on the device of ``z`` if it is a tensor).
 
     Raises:
-        ValueError: for an unknown scheme name, a missing or out-of-range
-            ``theta`` with ``"theta"``, or a ``theta`` given with another scheme.
+        ValueError: for an unknown scheme name or an IMEX pair's name, a
+            missing or out-of-range ``theta`` with ``"theta"``, or a
+            ``theta`` given with another scheme.
         TypeError: if ``scheme`` is neither a name nor a tableau, or ``z`` is
             not numeric.
     """
     resolved = _resolve(scheme, theta)
     if isinstance(resolved, float):
         return theta_amplification(resolved, z)
+    if isinstance(resolved, str):
+        return _dominant_root(ADAMS_BASHFORTH[resolved], _as_complex(z))
     return _rk_amplification(resolved.a, resolved.b, _as_complex(z))
 
 
@@ -232,7 +484,10 @@ def stability_region(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``|R(z)|`` of ``scheme`` on a uniform grid of the complex ``z = h lambda`` plane.
 
-    The stability region is where the returned magnitude is at most 1.
+    The stability region is where the returned magnitude is at most 1. For an
+    Adams-Bashforth scheme the magnitude is the largest root modulus of its
+    characteristic polynomial (:func:`multistep_amplification`). For an IMEX
+    pair see :func:`imex_stability_region`.
 
     Args:
         scheme: as for :func:`amplification`.
@@ -261,6 +516,57 @@ def stability_region(
     return real, imag, magnitude
 
 
+def imex_stability_region(
+    scheme: str | IMEXTableau,
+    z_implicit: complex = 0.0,
+    re: tuple[float, float] = (-5.0, 1.0),
+    im: tuple[float, float] = (-4.0, 4.0),
+    resolution: int = 400,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``|R(z_E, z_I)|`` of an IMEX pair on a grid of ``z_E``, for one fixed ``z_I``.
+
+    The slice of the two-variable stability region at ``z_I = -h mu`` (see
+    :func:`imex_amplification` for the sign convention): the explicit part is
+    stable at ``z_E`` where the returned magnitude is at most 1. ``z_I = 0``
+    gives the explicit tableau's own region; a more negative ``z_I`` (a
+    stiffer implicit part) typically enlarges it.
+
+    Args:
+        scheme: as for :func:`imex_amplification`.
+        z_implicit: the fixed ``z_I``, a finite real or complex number.
+        re: the ``(low, high)`` range of ``Re z_E``.
+        im: the ``(low, high)`` range of ``Im z_E``.
+        resolution: grid points per axis, at least 2.
+
+    Returns:
+        ``(real, imag, magnitude)`` as for :func:`stability_region`, with
+        ``real + i imag`` the grid of ``z_E``.
+
+    Raises:
+        ValueError: for an unknown scheme name, a ``z_implicit`` that is not a
+            finite number, a bad range or resolution.
+        TypeError: if ``scheme`` is neither a name nor an IMEXTableau.
+    """
+    tableau = _imex_tableau(scheme)
+    if (
+        isinstance(z_implicit, bool)
+        or not isinstance(z_implicit, numbers.Complex)
+        or not cmath.isfinite(z_implicit)
+    ):
+        raise ValueError(
+            f"z_implicit must be a finite real or complex number (h times the implicit "
+            f"part's eigenvalue), got {z_implicit!r}"
+        )
+    re_low, re_high = _check_range("re", re)
+    im_low, im_high = _check_range("im", im)
+    resolution = int_in_range("resolution", resolution, 2)
+    real_axis = torch.linspace(re_low, re_high, resolution, dtype=torch.float64)
+    imag_axis = torch.linspace(im_low, im_high, resolution, dtype=torch.float64)
+    real, imag = torch.meshgrid(real_axis, imag_axis, indexing="xy")
+    magnitude = imex_amplification(tableau, torch.complex(real, imag), complex(z_implicit)).abs()
+    return real, imag, magnitude
+
+
 def _label(scheme: SchemeLike, theta: float | None) -> str:
     if isinstance(scheme, ButcherTableau):
         return scheme.name
@@ -280,6 +586,10 @@ def plot_stability_regions(
     figsize: tuple[float, float] = (6.4, 5.6),
 ) -> Figure:
     """Draw the stability region ``|R(z)| <= 1`` of each scheme in the ``z = h lambda`` plane.
+
+    Runge-Kutta, theta-method and Adams-Bashforth schemes can be drawn side
+    by side (for the latter the region where the largest root modulus is at
+    most 1, see :func:`multistep_amplification`).
 
     Each region is filled (translucent) and outlined in its own colour, with a
     legend entry per scheme; the axes are labelled ``Re(hλ)`` and ``Im(hλ)``
