@@ -1,6 +1,7 @@
 """dynamicblocks: residual blocks read as discretized ODEs, for PyTorch."""
 
 from .grid import as_grid, refine_grid, step_sizes, uniform_grid
+from .imex_tableaus import IMEX_SCHEMES, IMEXTableau
 from .manifest import (
     carry_optimizer_state,
     dynamic_blocks,
@@ -10,12 +11,17 @@ from .manifest import (
     time_blocks,
 )
 from .memory import MEMORY_MODES, set_memory
+from .methods.imex import IMEXBlock
 from .methods.leapfrog import LeapfrogBlock
+from .methods.lm_resnet import LMBlock
+from .methods.multistep import ADAMS_BASHFORTH, MultistepBlock
 from .methods.runge_kutta import DynamicBlock
 from .methods.theta import ConvergenceError, ConvergenceWarning, ImplicitBlock
 from .methods.verlet import HamiltonianBlock
 from .models import (
     hamiltonian_net,
+    imexnet,
+    lm_resnet,
     parabolic_net,
     preact_resnet,
     rknet,
@@ -27,11 +33,16 @@ from .nn.activations import make_activation
 from .nn.connective import ConnectiveUnit
 from .nn.layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
 from .nn.norms import TvNorm, make_norm
+from .nn.operators import ConvOperator, DenseOperator
 from .projection import projection_matrix
 from .regularization import time_regularization
 from .stability import (
     THETA_SCHEMES,
     amplification,
+    imex_amplification,
+    imex_stability_region,
+    multistep_amplification,
+    multistep_boundary_locus,
     plot_stability_regions,
     spectral_radius,
     stability_region,
@@ -43,10 +54,20 @@ from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 __version__ = "0.1.0"
 
 __all__ = [
+    "IMEX_SCHEMES",
+    "IMEXTableau",
+    "IMEXBlock",
+    "ConvOperator",
+    "DenseOperator",
+    "LMBlock",
+    "ADAMS_BASHFORTH",
+    "MultistepBlock",
     "MEMORY_MODES",
     "set_memory",
     "BLOCKS",
     "parabolic_net",
+    "lm_resnet",
+    "imexnet",
     "hamiltonian_net",
     "second_order_net",
     "LeapfrogBlock",
@@ -57,6 +78,10 @@ __all__ = [
     "spectral_radius",
     "plot_stability_regions",
     "amplification",
+    "multistep_amplification",
+    "multistep_boundary_locus",
+    "imex_amplification",
+    "imex_stability_region",
     "THETA_SCHEMES",
     "ImplicitBlock",
     "ConvergenceError",

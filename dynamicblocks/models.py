@@ -3,23 +3,27 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 
 import torch
 from torch import nn
 
+from ._validate import real_number
 from .grid import GridLike, as_grid
 from .network import DynamicNet, Stage
 from .nn.init import clamped_xavier_normal_
 from .nn.layers import DoubleSymLayer, PreactDoubleLayer
 from .nn.norms import NormLike
+from .nn.operators import ConvOperator
 from .tableaus import SchemeLike
 
 __all__ = [
     "rknet",
     "rknet_from_original",
     "preact_resnet",
+    "lm_resnet",
+    "imexnet",
     "parabolic_net",
     "hamiltonian_net",
     "second_order_net",
@@ -93,6 +97,23 @@ def preact_resnet(
             ``0, 1, ..., n``, i.e. ``h = 1``); each step keeps its own control.
         scheme: the integration scheme of every block.
     """
+    return _preact_net(depth, num_classes, in_channels, widths, t, "dynamic", scheme)
+
+
+def _preact_net(
+    depth: int,
+    num_classes: int,
+    in_channels: int,
+    widths: Sequence[int],
+    t: GridLike | None,
+    block: str,
+    scheme: SchemeLike | None = None,
+    options: Callable[[int, int], dict] | None = None,
+) -> DynamicNet:
+    """Three stages of ``(depth - 2) / 6`` steps of :class:`PreactDoubleLayer`, 1x1 connectives.
+
+    ``options(stage, steps)`` gives each stage's further block arguments.
+    """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
         raise ValueError(f"depth must be 6n + 2 with n >= 1 (20, 32, 44, 56, 110), got {depth!r}")
     steps = (depth - 2) // 6
@@ -106,10 +127,70 @@ def preact_resnet(
         )
     outs = widths[1:] + widths[-1:]
     stages = [
-        Stage(width, out, PreactDoubleLayer, t, scheme, pool="avg" if i < len(widths) - 1 else None)
+        Stage(
+            width,
+            out,
+            PreactDoubleLayer,
+            t,
+            scheme,
+            pool="avg" if i < len(widths) - 1 else None,
+            block=block,
+            options=None if options is None else options(i, steps),
+        )
         for i, (width, out) in enumerate(zip(widths, outs))
     ]
     return DynamicNet(stages, in_channels, num_classes)
+
+
+def lm_resnet(
+    depth: int,
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] = (16, 32, 64),
+    t: GridLike | None = None,
+    death_rate: float = 0.0,
+) -> DynamicNet:
+    """LM-ResNet (Lu et al., 2018) for CIFAR: :func:`preact_resnet` with linear two-step blocks.
+
+    The layout of :func:`preact_resnet` (three stages of ``n = (depth - 2) / 6``
+    pre-activation units, widths 16-32-64, 1x1 connective units between
+    stages), each stage an :class:`~dynamicblocks.LMBlock`::
+
+        x_{n+1} = (1 - k_n) x_n + k_n x_{n-1} + f_n(x_n)
+
+    with one trainable ``k_n`` per unit, drawn from ``U(-0.1, 0)``; the first
+    unit of a stage is a plain residual unit (no ``x_{-1}``), as in Lu et
+    al.'s network, where it is the stage's first (strided) unit. Their
+    transitions between stages are strided pre-activation units with a
+    projection shortcut; here they are the library's connective units, so
+    the parameter count differs from theirs by those units.
+
+    Args:
+        depth: ``6 n + 2`` for ``n >= 1`` (20, 32, 44, 56, 110, ...).
+        num_classes: number of classes.
+        in_channels: channels of the input images.
+        widths: channels of the three stages.
+        t: the state grid of every block, ``n + 1`` points (default ``h = 1``).
+        death_rate: stochastic depth (Lu et al.'s LM-ResNet with stochastic
+            depth): the death rate grows linearly from 0 at the first unit to
+            ``death_rate`` at the last unit of the network (0: off).
+    """
+    death_rate = real_number(
+        "death_rate", death_rate, "a probability in [0, 1)", 0.0, 1.0, open_high=True
+    )
+
+    def options(stage: int, steps: int) -> dict:
+        last = 3 * steps - 1
+        if not death_rate or not last:
+            return {}
+        return {
+            "death_rate": (
+                death_rate * stage * steps / last,
+                death_rate * (stage + 1) * steps / last,
+            )
+        }
+
+    return _preact_net(depth, num_classes, in_channels, widths, t, "lm", options=options)
 
 
 def _double_sym_net(
@@ -122,11 +203,20 @@ def _double_sym_net(
     interpolation: str,
     scheme: SchemeLike | None = None,
     norm: NormLike = "batch",
+    operator: bool = False,
 ) -> DynamicNet:
     """Stages of ``block`` blocks of :class:`DoubleSymLayer` (TvNorm, ReLU), 1x1 connectives.
 
-    Average pooling by 2 after every stage but the last.
+    Average pooling by 2 after every stage but the last. With ``operator``
+    every block also gets a :class:`ConvOperator` (an IMEX block's ``L``).
     """
+    layer = partial(DoubleSymLayer, norm="tv", act="relu")
+    if operator:
+        field = layer
+
+        def layer(channels: int) -> tuple[nn.Module, nn.Module]:
+            return field(channels), ConvOperator(channels)
+
     widths = tuple(widths)
     if len(widths) < 2:
         raise ValueError(f"widths must have at least two entries, got {widths!r}")
@@ -134,7 +224,7 @@ def _double_sym_net(
         Stage(
             width=width,
             out_channels=out,
-            layer=partial(DoubleSymLayer, norm="tv", act="relu"),
+            layer=layer,
             t=t,
             scheme=scheme,
             t_theta=t_theta,
@@ -232,6 +322,49 @@ def second_order_net(
     (without ``scheme``).
     """
     return _double_sym_net("leapfrog", num_classes, in_channels, widths, t, t_theta, interpolation)
+
+
+def imexnet(
+    num_classes: int = 10,
+    in_channels: int = 3,
+    widths: Sequence[int] = _PDE_WIDTHS,
+    t: GridLike = _PDE_T,
+    t_theta: GridLike | None = None,
+    interpolation: str = "constant",
+    scheme: str = "imex_euler",
+) -> DynamicNet:
+    """IMEXnet (Haber, Lensink, Treister & Ruthotto, 2019) in the Ruthotto-Haber CIFAR layout.
+
+    Each block is an :class:`~dynamicblocks.IMEXBlock`
+    ``y' = -K^T relu(N(K y)) - L y`` with the symmetric layer of
+    :func:`parabolic_net` explicit and a learnable depthwise 3x3
+    :class:`~dynamicblocks.ConvOperator` ``L = K_L^T K_L`` per step implicit,
+    solved exactly by FFT (periodic boundaries)::
+
+        y_{k+1} = (I + h L_k)^{-1} (y_k + h f_k(y_k))
+
+    The rest of the architecture is :func:`parabolic_net`'s (widths
+    32-64-112-112, three steps of ``h = 1`` per stage, 1x1 connective units,
+    average pooling between stages), so the two differ only by the implicit
+    term. 509,130 parameters for CIFAR-10.
+
+    Args:
+        num_classes, in_channels, widths, t, t_theta, interpolation: as
+            :func:`parabolic_net`.
+        scheme: ``"imex_euler"`` (IMEXnet) or another key of
+            :data:`~dynamicblocks.IMEX_SCHEMES`.
+    """
+    return _double_sym_net(
+        "imex",
+        num_classes,
+        in_channels,
+        widths,
+        t,
+        t_theta,
+        interpolation,
+        scheme,
+        operator=True,
+    )
 
 
 _ORIGINAL_KEYS = [

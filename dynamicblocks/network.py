@@ -12,7 +12,10 @@ from torch import nn
 from ._validate import one_of, positive_int
 from .core.block import TimeBlock
 from .grid import GridLike
+from .methods.imex import IMEXBlock
 from .methods.leapfrog import LeapfrogBlock
+from .methods.lm_resnet import LMBlock
+from .methods.multistep import MultistepBlock
 from .methods.runge_kutta import DynamicBlock
 from .methods.theta import ImplicitBlock
 from .methods.verlet import HamiltonianBlock
@@ -28,6 +31,9 @@ BLOCKS: dict[str, type[TimeBlock]] = {
     "implicit": ImplicitBlock,
     "hamiltonian": HamiltonianBlock,
     "leapfrog": LeapfrogBlock,
+    "multistep": MultistepBlock,
+    "lm": LMBlock,
+    "imex": IMEXBlock,
 }
 """The block kinds a :class:`Stage` can name, and their classes."""
 
@@ -36,24 +42,28 @@ BLOCKS: dict[str, type[TimeBlock]] = {
 class Stage:
     """One stage of a :class:`DynamicNet`: a block on a time grid, then a connective unit.
 
-    The block is ``BLOCKS[block](layer(c), t, scheme=scheme, t_theta=t_theta,
+    The block is ``BLOCKS[block](*layer(c), t=t, scheme=scheme, t_theta=t_theta,
     interpolation=interpolation, **options)``, where ``c`` is the number of
-    channels its field acts on: ``width`` for ``"dynamic"``, ``"implicit"``
-    and ``"leapfrog"``, ``width // 2`` for ``"hamiltonian"``, whose state is
-    the two channel halves ``(y, z)`` (``width`` must then be even).
-    ``scheme=None`` leaves the block's default; the Hamiltonian (Verlet) and
-    leapfrog blocks have a fixed scheme and take none.
+    channels its field acts on: ``width`` for every kind but
+    ``"hamiltonian"``, ``width // 2`` for it, whose state is the two channel
+    halves ``(y, z)`` (``width`` must then be even). ``layer(c)`` is one module,
+    or a tuple of the block's prototypes (``"imex"``: ``(layer, operator)``).
+    ``scheme=None`` leaves the block's default; the Hamiltonian (Verlet),
+    leapfrog and LM blocks have a fixed scheme and take none.
 
     Args:
         width: channels inside the block.
         out_channels: channels after the connective unit.
         layer: factory ``channels -> nn.Module`` building the layer function
-            (e.g. ``lambda c: PreactDoubleLayer(c)``).
+            (e.g. ``lambda c: PreactDoubleLayer(c)``), or a tuple of prototypes
+            (e.g. ``lambda c: (DoubleSymLayer(c), ConvOperator(c))`` for ``"imex"``).
         t: the block's state grid.
         scheme: the block's integration scheme: an explicit one (name or
             :class:`~dynamicblocks.ButcherTableau`) for ``"dynamic"``, one of
-            :data:`~dynamicblocks.methods.theta.IMPLICIT_SCHEMES` for ``"implicit"``; None
-            for the block's default (``"euler"``, ``"backward_euler"``).
+            :data:`~dynamicblocks.methods.theta.IMPLICIT_SCHEMES` for ``"implicit"``,
+            ``"ab1"``..``"ab4"`` for ``"multistep"``, a key of
+            :data:`~dynamicblocks.IMEX_SCHEMES` for ``"imex"``; None for the
+            block's default.
         t_theta: the block's control times (default: one per step).
         interpolation: ``"constant"`` or ``"linear"``.
         pool: pooling of the connective unit (``"avg"``, ``"max"`` or None).
@@ -61,8 +71,11 @@ class Stage:
         block: the kind of block, a key of :data:`BLOCKS`: ``"dynamic"``
             (:class:`~dynamicblocks.DynamicBlock`), ``"implicit"``
             (:class:`~dynamicblocks.ImplicitBlock`), ``"hamiltonian"``
-            (:class:`~dynamicblocks.HamiltonianBlock`) or ``"leapfrog"``
-            (:class:`~dynamicblocks.LeapfrogBlock`).
+            (:class:`~dynamicblocks.HamiltonianBlock`), ``"leapfrog"``
+            (:class:`~dynamicblocks.LeapfrogBlock`), ``"multistep"``
+            (:class:`~dynamicblocks.MultistepBlock`), ``"lm"``
+            (:class:`~dynamicblocks.LMBlock`) or ``"imex"``
+            (:class:`~dynamicblocks.IMEXBlock`).
         options: further keyword arguments of the block, e.g.
             ``{"theta": 0.5}`` or ``{"tol": 1e-4}`` (implicit),
             ``{"start": "taylor"}`` (leapfrog), ``{"memory": "checkpoint"}``
@@ -105,9 +118,12 @@ class Stage:
                 f"channels into {kind.streams} equal streams; width must be {multiple}"
             )
         channels = self.width // kind.streams
+        prototypes = self.layer(channels)
+        if not isinstance(prototypes, tuple):
+            prototypes = (prototypes,)
         return kind(
-            self.layer(channels),
-            self.t,
+            *prototypes,
+            t=self.t,
             t_theta=self.t_theta,
             interpolation=self.interpolation,
             **kwargs,
@@ -120,7 +136,7 @@ class DynamicNet(nn.Module):
     ``opening (3x3 conv -> norm -> act) -> [block -> ConnectiveUnit] per
     stage -> global average pool -> linear``.
 
-    Each stage's block (explicit, implicit, Hamiltonian or leapfrog, see
+    Each stage's block (any kind of :data:`BLOCKS`, see
     :class:`Stage`) is built from its own layer factory, grid, scheme and
     width; its controls are then initialised independently
     (``reset_parameters``), as the layers of a

@@ -68,6 +68,7 @@ PDE_NETS = {
     "parabolic": db.parabolic_net,
     "hamiltonian": db.hamiltonian_net,
     "second_order": db.second_order_net,
+    "imexnet": db.imexnet,
 }
 STATS = {
     "cifar10": (data.CIFAR10_MEAN, data.CIFAR10_STD),
@@ -136,13 +137,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add(
         "--model",
         default="rknet",
-        help="rknet, preact_resnet<6n+2> (20, 32, 44, 56, 110), or one of Ruthotto & Haber's "
-        f"{', '.join(PDE_NETS)}",
+        help="rknet, preact_resnet<6n+2> (20, 32, 44, 56, 110), lm_resnet<6n+2> (LM-ResNet), "
+        f"or one of the PDE-motivated {', '.join(PDE_NETS)}",
     )
     add(
         "--scheme",
         default=None,
-        help=f"integration scheme of every block ({', '.join(db.TABLEAUS)}); None: the model's",
+        help=f"integration scheme of every block ({', '.join(db.TABLEAUS)}; for imexnet "
+        f"{', '.join(db.IMEX_SCHEMES)}); None: the model's",
     )
     grid = parser.add_mutually_exclusive_group()
     grid.add_argument(
@@ -338,8 +340,9 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
 def _network(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     grid, controls = _numbers("--grid", args.grid), _numbers("--controls", args.controls)
     scheme = {} if args.scheme is None else {"scheme": args.scheme}
-    if args.scheme is not None and args.scheme.lower() not in db.TABLEAUS:
-        raise UsageError(f"--scheme must be one of {', '.join(db.TABLEAUS)}, got {args.scheme!r}")
+    schemes = db.IMEX_SCHEMES if args.model == "imexnet" else db.TABLEAUS
+    if args.scheme is not None and args.scheme.lower() not in schemes:
+        raise UsageError(f"--scheme must be one of {', '.join(schemes)}, got {args.scheme!r}")
     try:
         if args.model == "rknet":
             if args.steps is not None:
@@ -351,7 +354,7 @@ def _network(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
                 times["t_theta"] = controls
             return db.rknet(num_classes, **times, **scheme)
         if args.model in PDE_NETS:
-            if scheme and args.model != "parabolic":
+            if scheme and args.model not in ("parabolic", "imexnet"):
                 raise UsageError(
                     f"--scheme is not for {args.model}, whose blocks have a fixed scheme"
                 )
@@ -361,19 +364,21 @@ def _network(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
             if controls is not None:
                 times["t_theta"] = controls
             return PDE_NETS[args.model](num_classes, **times, **scheme)
-        match = re.fullmatch(r"preact_resnet(\d+)", args.model)
+        match = re.fullmatch(r"(preact_resnet|lm_resnet)(\d+)", args.model)
         if match is None:
             raise UsageError(
-                f"--model must be rknet, preact_resnet<6n+2> or one of {', '.join(PDE_NETS)}, "
-                f"got {args.model!r}"
+                "--model must be rknet, preact_resnet<6n+2>, lm_resnet<6n+2> or one of "
+                f"{', '.join(PDE_NETS)}, got {args.model!r}"
             )
+        name, depth = match.group(1), int(match.group(2))
         if controls is not None:
-            raise UsageError(
-                "--controls is not for preact_resnet, which keeps one control per step"
-            )
-        depth = int(match.group(1))
+            raise UsageError(f"--controls is not for {name}, which keeps one control per step")
         if args.steps is not None:
             grid = [float(k) for k in range(args.steps + 1)]
+        if name == "lm_resnet":
+            if scheme:
+                raise UsageError("--scheme is not for lm_resnet, whose blocks have a fixed scheme")
+            return db.lm_resnet(depth, num_classes, t=grid)
         return db.preact_resnet(depth, num_classes, t=grid, **scheme)
     except (ValueError, TypeError, KeyError) as error:
         given = [f"{flag(k)} {getattr(args, k)}" for k in MODEL_ARGS[1:] if getattr(args, k)]

@@ -14,7 +14,14 @@ import pytest
 import torch
 from cifar_archive import make_batches, write_folder
 
-from dynamicblocks import DynamicBlock, HamiltonianBlock, LeapfrogBlock, uniform_grid
+from dynamicblocks import (
+    DynamicBlock,
+    HamiltonianBlock,
+    IMEXBlock,
+    LeapfrogBlock,
+    LMBlock,
+    uniform_grid,
+)
 from dynamicblocks.train import Trainer, load_checkpoint, read_log
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -210,6 +217,15 @@ def test_pde_model_flags_build_ruthotto_habers_networks():
     assert all(isinstance(b, HamiltonianBlock) and len(b.layers1) == 1 for b in net.blocks)
     net = cifar10.build_model(_args("--model", "second_order", "--grid", "0,1,3"), 10)
     assert all(isinstance(b, LeapfrogBlock) and b.num_steps == 2 for b in net.blocks)
+    net = cifar10.build_model(_args("--model", "imexnet", "--scheme", "ars222"), 10)
+    assert all(isinstance(b, IMEXBlock) and b.tableau.name == "ars222" for b in net.blocks)
+
+
+def test_lm_resnet_flags_build_lm_resnets():
+    net = cifar10.build_model(_args("--model", "lm_resnet20"), 10)
+    assert all(isinstance(b, LMBlock) and b.num_steps == 3 for b in net.blocks)
+    net = cifar10.build_model(_args("--model", "lm_resnet20", "--grid", "0,1,1.5,3"), 10)
+    assert [list(b.t) for b in net.blocks] == [[0, 1, 1.5, 3]] * 3
 
 
 def test_memory_flag_sets_every_block():
@@ -224,8 +240,8 @@ def test_memory_flag_sets_every_block():
     [
         (
             ["--model", "resnet18"],
-            "--model must be rknet, preact_resnet<6n\\+2> or one of parabolic, hamiltonian, "
-            "second_order, got 'resnet18'",
+            "--model must be rknet, preact_resnet<6n\\+2>, lm_resnet<6n\\+2> or one of "
+            "parabolic, hamiltonian, second_order, imexnet, got 'resnet18'",
         ),
         (["--model", "preact_resnet21"], "depth must be 6n \\+ 2"),
         (["--model", "preact_resnet20", "--steps", "4"], "t must have 4 points for depth 20"),
@@ -235,6 +251,9 @@ def test_memory_flag_sets_every_block():
         (["--grid", "0,a,1"], "--grid must be comma-separated numbers, got '0,a,1'"),
         (["--memory", "reversible"], "--memory reversible: block 'blocks.0'.*needs an invertible"),
         (["--scheme", "rk5"], "rk5"),
+        (["--model", "lm_resnet20", "--scheme", "rk4"], "--scheme is not for lm_resnet"),
+        (["--model", "lm_resnet20", "--controls", "0"], "--controls is not for lm_resnet"),
+        (["--model", "imexnet", "--scheme", "rk4"], "--scheme must be one of imex_euler, ars222"),
     ],
 )
 def test_bad_model_flags_are_named(argv, message):

@@ -31,6 +31,19 @@ class Tanh(nn.Module):
         return torch.tanh(x @ self.weight.T + self.bias)
 
 
+class Resolvent(nn.Module):
+    """``(I + s L)^{-1}`` for ``L = A^T A + 0.1 I``, by a dense solve."""
+
+    def __init__(self, n: int = 4) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.randn(n, n) / n**0.5)
+
+    def forward(self, x, scale):
+        n = self.a.shape[0]
+        matrix = torch.eye(n) + scale * (self.a.T @ self.a + 0.1 * torch.eye(n))
+        return torch.linalg.solve(matrix, x.T).T
+
+
 def randomize(block: nn.Module) -> nn.Module:
     """Give every control its own weights (copies start equal)."""
     with torch.no_grad():
@@ -68,6 +81,34 @@ FAMILIES = {
     ),
     "implicit": (
         lambda memory: _implicit(memory),
+        lambda block, x: block(x),
+    ),
+    "ab3": (
+        lambda memory: db.MultistepBlock(Tanh(4), T, "ab3", t_theta=T_THETA, memory=memory),
+        lambda block, x: block(x),
+    ),
+    "ab4_linear": (
+        lambda memory: db.MultistepBlock(
+            Tanh(4), T, "ab4", "rk4_38", T_THETA, "linear", memory=memory
+        ),
+        lambda block, x: block(x),
+    ),
+    "lm": (
+        lambda memory: db.LMBlock(Tanh(4), T, T_THETA, "linear", memory=memory),
+        lambda block, x: torch.cat(block(x, return_pair=True), dim=1),
+    ),
+    "lm_prev": (
+        lambda memory: db.LMBlock(Tanh(4), T, k=-0.3, memory=memory),
+        lambda block, x: block(x, 0.9 * x),
+    ),
+    "imex_euler": (
+        lambda memory: db.IMEXBlock(Tanh(4), Resolvent(), T, memory=memory),
+        lambda block, x: block(x),
+    ),
+    "ars222": (
+        lambda memory: db.IMEXBlock(
+            Tanh(4), Resolvent(), T, "ars222", T_THETA, "linear", memory=memory
+        ),
         lambda block, x: block(x),
     ),
 }
@@ -123,6 +164,8 @@ def test_the_memory_modes_are_those_the_methods_offer():
     assert db.HamiltonianBlock.memory_modes == ("full", "checkpoint", "reversible")
     assert db.LeapfrogBlock.memory_modes == ("full", "checkpoint", "reversible")
     assert db.ImplicitBlock.memory_modes == ("full",)
+    for block in (db.MultistepBlock, db.LMBlock, db.IMEXBlock):
+        assert block.memory_modes == ("full", "checkpoint")
 
 
 @pytest.mark.parametrize(("scheme", "order"), [("euler", 1), ("heun", 2), ("rk4", 4)])
@@ -155,6 +198,9 @@ def _blocks(interpolation: str):
         Tanh(4), t, "implicit_midpoint", t_theta=t_theta, interpolation=interpolation, tol=1e-14
     )
     yield db.DynamicBlock(Tanh(4), t, "rk4", t_theta, interpolation)
+    yield db.MultistepBlock(Tanh(4), t, "ab3", t_theta=t_theta, interpolation=interpolation)
+    yield db.LMBlock(Tanh(4), t, t_theta, interpolation)
+    yield db.IMEXBlock(Tanh(4), Resolvent(), t, "ars222", t_theta, interpolation)
 
 
 @pytest.mark.parametrize("interpolation", ["constant", "linear"])
@@ -165,13 +211,13 @@ def test_refine_keeps_theta_on_every_family(interpolation):
         randomize(block)
         # theta(t) unchanged: the refined block equals the old one put on the refined grid
         expected = block.remanifest(refine_grid(block.t))(x)
-        fields = len(block.control_layers())
         controls = len(block.t_theta)
         sources = block.refine_()
         assert block.t == refine_grid((0.0, 0.25, 0.5, 0.75, 1.0))
         assert all(len(layers) == len(block.t_theta) for layers in block.control_layers())
         new = len(block.t_theta) - controls
-        assert len(sources) == new * fields * 2  # two parameters per Tanh
+        per_control = sum(len(list(layers[0].parameters())) for layers in block.control_layers())
+        assert len(sources) == new * per_control
         torch.testing.assert_close(block(x), expected, rtol=0, atol=1e-12)
 
 

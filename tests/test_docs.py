@@ -15,6 +15,7 @@ PAGES = [
     "docs/continuous.md",
     "docs/implicit.md",
     "docs/memory.md",
+    "docs/multistep.md",
 ]
 
 

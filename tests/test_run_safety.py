@@ -360,7 +360,10 @@ BAD = [
     (["--grid", "0,nan,1"], "--grid must be comma-separated finite numbers"),
     (["--controls", "0,4,10"], "--controls 0,4,10: DynamicBlock: t_theta"),
     (["--model", "preact_resnet21"], "--model preact_resnet21: depth must be 6n + 2"),
-    (["--model", "resnet18"], "--model must be rknet, preact_resnet<6n+2> or one of"),
+    (
+        ["--model", "resnet18"],
+        "--model must be rknet, preact_resnet<6n+2>, lm_resnet<6n+2> or one of",
+    ),
     (["--device", "foo"], "--device must be cpu, cuda, cuda:N, ..., got 'foo'"),
     (["--refine-at", "1", "--epochs", "1"], "--refine-at needs --epochs 2 or more"),
     (["--refine-at", "5", "--epochs", "3"], "--refine-at epochs must each lie in 1..2"),

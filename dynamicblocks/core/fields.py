@@ -89,18 +89,25 @@ class Fields:
         return {name: value.requires_grad_() for name, value in zip(names, blended)}
 
     def __call__(
-        self, evaluation: Evaluation, x: torch.Tensor, shape: torch.Size | None = None
+        self,
+        evaluation: Evaluation,
+        x: torch.Tensor,
+        shape: torch.Size | None = None,
+        args: tuple = (),
     ) -> torch.Tensor:
         """The field of ``evaluation`` at ``x``, checked to have ``x``'s shape (or ``shape``).
+
+        ``args`` are passed to the layer after ``x`` (e.g. the step factor of an
+        IMEX block's linear solve).
 
         Raises:
             ValueError: if the layer returns another shape (or no tensor).
         """
         layer = self.layers[evaluation.field][evaluation.module]
         if evaluation.blend is None:
-            out = layer(x)
+            out = layer(x, *args)
         else:
-            out = functional_call(layer, self.blends[evaluation.blend], (x,))
+            out = functional_call(layer, self.blends[evaluation.blend], (x, *args))
         check_layer_output(self.block, layer, x, out, shape)  # host metadata only
         return out
 

@@ -15,7 +15,8 @@ explicit blocks, settable on all blocks, or for a whole network by
     ANODE (Gholami et al., arXiv:1902.10298) with the segment length of Chen
     et al. (arXiv:1604.06174). The gradients equal ``"full"``'s; memory is
     ``O(sqrt(N))`` states plus one segment's activations; time is about one
-    more forward pass. Offered by all explicit blocks.
+    more forward pass. Offered by every block but
+    :class:`~dynamicblocks.ImplicitBlock`.
 ``"adjoint"``
     Nothing is stored but the output; backward solves the adjoint equation
     over the reversed grid with the block's own scheme

@@ -9,7 +9,13 @@ Each module holds one method and the block that steps by it:
 * :mod:`~dynamicblocks.methods.verlet`: two-stream Verlet,
   :class:`~dynamicblocks.HamiltonianBlock`;
 * :mod:`~dynamicblocks.methods.leapfrog`: leapfrog for ``y'' = F(y)``,
-  :class:`~dynamicblocks.LeapfrogBlock`.
+  :class:`~dynamicblocks.LeapfrogBlock`;
+* :mod:`~dynamicblocks.methods.multistep`: Adams-Bashforth 1-4 on any grid,
+  :class:`~dynamicblocks.MultistepBlock`;
+* :mod:`~dynamicblocks.methods.lm_resnet`: LM-ResNet's linear two-step
+  method, :class:`~dynamicblocks.LMBlock`;
+* :mod:`~dynamicblocks.methods.imex`: implicit-explicit Runge-Kutta pairs for
+  ``x' = f(x) - L x``, :class:`~dynamicblocks.IMEXBlock`.
 
 :mod:`~dynamicblocks.methods.base` says what a method supplies;
 :mod:`~dynamicblocks.methods.fixed_point` is the Anderson solver of the implicit
@@ -17,7 +23,10 @@ methods.
 """
 
 from .base import Method
+from .imex import IMEXBlock, IMEXRungeKutta
 from .leapfrog import Leapfrog, LeapfrogBlock
+from .lm_resnet import LinearTwoStep, LMBlock
+from .multistep import AdamsBashforth, MultistepBlock
 from .runge_kutta import DynamicBlock, RungeKutta
 from .theta import ImplicitBlock, ThetaMethod
 from .verlet import HamiltonianBlock, Verlet
@@ -28,8 +37,14 @@ __all__ = [
     "ThetaMethod",
     "Verlet",
     "Leapfrog",
+    "AdamsBashforth",
+    "LinearTwoStep",
+    "IMEXRungeKutta",
     "DynamicBlock",
     "ImplicitBlock",
     "HamiltonianBlock",
     "LeapfrogBlock",
+    "MultistepBlock",
+    "LMBlock",
+    "IMEXBlock",
 ]

@@ -1,10 +1,11 @@
-"""Layer functions and the pieces around the blocks: norms, activations, connective units, init."""
+"""Layer functions and what surrounds them: norms, activations, connectives, init, operators."""
 
 from .activations import ACTIVATIONS, make_activation
 from .connective import ConnectiveUnit
 from .init import clamped_xavier_normal_
 from .layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
 from .norms import TvNorm, make_norm
+from .operators import ConvOperator, DenseOperator
 
 __all__ = [
     "ACTIVATIONS",
@@ -17,4 +18,6 @@ __all__ = [
     "PreactDoubleLayer",
     "TvNorm",
     "make_norm",
+    "ConvOperator",
+    "DenseOperator",
 ]
