@@ -346,7 +346,9 @@ def imexnet(
     The rest of the architecture is :func:`parabolic_net`'s (widths
     32-64-112-112, three steps of ``h = 1`` per stage, 1x1 connective units,
     average pooling between stages), so the two differ only by the implicit
-    term. 509,130 parameters for CIFAR-10.
+    term. 509,130 parameters for CIFAR-10. The IMEXnet paper's experiments are
+    semantic segmentation; for classification this preset takes the CIFAR
+    layout of Ruthotto & Haber's networks (two of its authors).
 
     Args:
         num_classes, in_channels, widths, t, t_theta, interpolation: as
