@@ -140,3 +140,57 @@ def test_memory_benchmark_prints_every_mode_with_ratios_to_full():
         assert float(row[5]) > 0  # saved MB: counted, not timed
         if row[2] == "full":
             assert float(row[4]) == 1.0
+
+
+def test_methods_benchmark_prints_ratios_and_exact_saved_states():
+    out = run_benchmark(
+        "methods.py", "--batch-size", "2", "--channels", "4", "--size", "8", "--features", "4",
+        "--hidden", "8", "--mlp-batch", "8", "--reference-steps", "256", "--memory-steps", "1",
+        "3", "9", "16", "--repeats", "1", "--warmup", "0", "--min-time", "0", "--threads", "1",
+    )  # fmt: skip
+    _, imex, multistep, memory = (  # a line of versions, then the three tables
+        [line.split() for line in section.splitlines()] for section in out.strip().split("\n\n")
+    )
+    imex = [row for row in imex if row[0] == "4"]
+    multistep = {row[0]: row for row in multistep if row[0] in ("rk4", "ab4", "ab3")}
+    memory = [row for row in memory if row[0].startswith("ab")]
+    # 1. one step of each scheme: fwd ms, ratio to euler, train ms, ratio to euler
+    assert [row[1] for row in imex] == ["euler", "imex_euler", "ars222"]
+    for row in imex:
+        assert len(row) == 6
+        for cell in row[2:]:
+            timed(cell)
+    assert imex[0][3] == imex[0][5] == "1.000"
+    # 2. fewest steps to 1e-6: evaluations exact (ab<s> starts with s - 1 steps of an
+    # order-s Runge-Kutta scheme of s stages), errors within the tolerance
+    assert list(multistep) == ["rk4", "ab4", "ab3"]
+    for scheme, (_, steps, evals, error, at_rk4_steps, ms, ratio) in multistep.items():
+        n = int(steps)
+        if scheme == "rk4":
+            assert int(evals) == 4 * n
+        else:
+            order = int(scheme[2])
+            starts = min(n, order - 1)
+            assert int(evals) == order * starts + n - starts
+        assert float(error) <= 1e-6 and float(at_rk4_steps) >= 0
+        timed(ms), timed(ratio)
+    rk4 = multistep["rk4"]
+    assert rk4[3] == rk4[4] and rk4[6] == "1.000"
+    assert float(multistep["ab4"][4]) > float(rk4[4])  # larger error at RK4's steps
+    # 3. saved for backward: per checkpointed segment x and the slopes carried; in full
+    # mode every evaluation's input and hidden activation (hidden 8 = 2 states of 4)
+    state_mb = 8 * 4 * 8 / 2**20  # batch 8, 4 features, float64
+    assert len(memory) == 4 * 4 * 2
+    for scheme, steps, segments, mode, storages, states, mb in memory:
+        order, n = int(scheme[2]), int(steps)
+        if mode == "checkpoint":
+            length = math.isqrt(n - 1) + 1  # ceil(sqrt(n)) steps per segment
+            assert int(segments) == math.ceil(n / length)
+            expected = sum(1 + min(k, order - 1) for k in range(0, n, length))
+            assert int(storages) == int(states) == expected, (scheme, n)
+        else:
+            assert mode == "full" and segments == "-"
+            starts = min(n, order - 1)
+            evaluations = order * starts + n - starts
+            assert int(storages) == 2 * evaluations and int(states) == 3 * evaluations
+        assert math.isclose(float(mb), int(states) * state_mb, rel_tol=1e-2)

@@ -38,6 +38,7 @@ class _Stage(NamedTuple):
     scale: float  # h aI_ii: Y_i = (I + scale L)^{-1} r_i (0 for the first stage)
     solve: Evaluation | None  # L at t_k + c_i h
     field: Evaluation | None  # f at t_k + c_i h, if a later stage uses f(Y_i)
+    stiff: bool  # whether a later stage uses -L Y_i
 
 
 class IMEXRungeKutta(Method):
@@ -60,6 +61,7 @@ class IMEXRungeKutta(Method):
         tableau, steps = self.tableau, []
         explicit, implicit, s = tableau.a_explicit, tableau.a_implicit, tableau.stages
         used = [any(explicit[j][i] != 0.0 for j in range(i + 1, s)) for i in range(s)]
+        stiff = [any(implicit[j][i] != 0.0 for j in range(i + 1, s)) for i in range(s)]
         for k, (t_k, t_next) in enumerate(zip(t, t[1:])):
             h = t_next - t_k
             steps.append(
@@ -70,6 +72,7 @@ class IMEXRungeKutta(Method):
                         h * implicit[i][i],
                         resolve(k, c, field=1) if i else None,
                         resolve(k, c, field=0) if used[i] else None,
+                        stiff[i],
                     )
                     for i, c in enumerate(tableau.c)
                 )
@@ -89,7 +92,8 @@ class IMEXRungeKutta(Method):
                 for j, coefficient in stage.implicit:
                     r = torch.add(r, stiff[j], alpha=coefficient)
                 y = evaluate(stage.solve, r, args=(stage.scale,))
-                stiff[i] = torch.sub(y, r).div_(stage.scale)
+                if stage.stiff:
+                    stiff[i] = torch.sub(y, r).div_(stage.scale)
             if stage.field is not None:
                 slopes[i] = evaluate(stage.field, y)
         return (y,)
