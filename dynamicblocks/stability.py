@@ -475,6 +475,18 @@ def _check_range(name: str, value: object) -> tuple[float, float]:
     return float(low), float(high)
 
 
+def _z_grid(
+    re: tuple[float, float], im: tuple[float, float], resolution: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(real, imag)``: a ``resolution x resolution`` grid of the complex plane, ``xy`` layout."""
+    re_low, re_high = _check_range("re", re)
+    im_low, im_high = _check_range("im", im)
+    resolution = int_in_range("resolution", resolution, 2)
+    real_axis = torch.linspace(re_low, re_high, resolution, dtype=torch.float64)
+    imag_axis = torch.linspace(im_low, im_high, resolution, dtype=torch.float64)
+    return torch.meshgrid(real_axis, imag_axis, indexing="xy")
+
+
 def stability_region(
     scheme: SchemeLike,
     re: tuple[float, float] = (-5.0, 1.0),
@@ -506,12 +518,7 @@ def stability_region(
     Raises:
         ValueError: for a bad range or resolution, or as :func:`amplification`.
     """
-    re_low, re_high = _check_range("re", re)
-    im_low, im_high = _check_range("im", im)
-    resolution = int_in_range("resolution", resolution, 2)
-    real_axis = torch.linspace(re_low, re_high, resolution, dtype=torch.float64)
-    imag_axis = torch.linspace(im_low, im_high, resolution, dtype=torch.float64)
-    real, imag = torch.meshgrid(real_axis, imag_axis, indexing="xy")
+    real, imag = _z_grid(re, im, resolution)
     magnitude = amplification(scheme, torch.complex(real, imag), theta=theta).abs()
     return real, imag, magnitude
 
@@ -557,12 +564,7 @@ def imex_stability_region(
             f"z_implicit must be a finite real or complex number (h times the implicit "
             f"part's eigenvalue), got {z_implicit!r}"
         )
-    re_low, re_high = _check_range("re", re)
-    im_low, im_high = _check_range("im", im)
-    resolution = int_in_range("resolution", resolution, 2)
-    real_axis = torch.linspace(re_low, re_high, resolution, dtype=torch.float64)
-    imag_axis = torch.linspace(im_low, im_high, resolution, dtype=torch.float64)
-    real, imag = torch.meshgrid(real_axis, imag_axis, indexing="xy")
+    real, imag = _z_grid(re, im, resolution)
     magnitude = imex_amplification(tableau, torch.complex(real, imag), complex(z_implicit)).abs()
     return real, imag, magnitude
 
