@@ -60,10 +60,17 @@ class ButcherTableau:
         a: the ``s x s`` stage matrix (rows may be given ragged, as the strictly
             lower-triangular part only: row ``i`` then has ``i`` entries).
         b: quadrature weights, length ``s``.
+        b_embedded: the weights ``b^`` of an embedded solution of lower order on
+            the same stages (an *embedded pair*), or None. The difference of the
+            two solutions, ``h sum_i (b_i - b^_i) k_i``, estimates the local error
+            of the lower-order one.
+        embedded_order: the order of ``b_embedded`` (required with it, below
+            ``order``).
 
     Validation on construction: ``c_i = sum_j a_ij``, ``sum(b) = 1``, ``a``
     strictly lower triangular (explicit), and the order conditions of the
-    claimed order (checked up to order 4) hold to 1e-12.
+    claimed order (checked up to order 4) hold to 1e-12, for ``b`` and, with
+    ``embedded_order``, for ``b_embedded``.
     """
 
     name: str
@@ -71,6 +78,8 @@ class ButcherTableau:
     c: tuple[float, ...]
     a: tuple[tuple[float, ...], ...]
     b: tuple[float, ...]
+    b_embedded: tuple[float, ...] | None = None
+    embedded_order: int | None = None
 
     def __post_init__(self) -> None:
         stages = len(self.b)
@@ -114,12 +123,37 @@ class ButcherTableau:
                     f"tableau {self.name!r}: c[{i}] = {ci} but sum(a[{i}]) = {sum(row)}; "
                     "expected c_i = sum_j a_ij"
                 )
-        for label, value, expected in _order_conditions(self.order):
-            got = value(rows, self.b, self.c)
-            if abs(got - expected) > _TOL:
+        self._check_order("b", self.b, self.order)
+        if (self.b_embedded is None) != (self.embedded_order is None):
+            raise ValueError(
+                f"tableau {self.name!r}: give b_embedded and embedded_order together, or neither"
+            )
+        if self.b_embedded is not None:
+            embedded = tuple(float(v) for v in self.b_embedded)
+            object.__setattr__(self, "b_embedded", embedded)
+            if len(embedded) != stages or not all(math.isfinite(v) for v in embedded):
                 raise ValueError(
-                    f"tableau {self.name!r} claims order {self.order} but violates the order "
-                    f"condition {label} (got {got!r})"
+                    f"tableau {self.name!r}: b_embedded must hold {stages} finite weights, "
+                    f"got {embedded!r}"
+                )
+            order = self.embedded_order
+            if isinstance(order, bool) or not isinstance(order, int) or not 1 <= order < self.order:
+                raise ValueError(
+                    f"tableau {self.name!r}: embedded_order must be an int in [1, {self.order}), "
+                    f"got {order!r}"
+                )
+            self._check_order("b_embedded", embedded, order)
+
+    def _check_order(self, label: str, weights: tuple[float, ...], order: int) -> None:
+        """Raise unless ``weights`` satisfy the order conditions up to ``order`` (at most 4)."""
+        for condition, value, expected in _order_conditions(order):
+            got = value(self.a, weights, self.c)
+            if abs(got - expected) > _TOL:
+                claim = "order" if label == "b" else f"{label} of order"
+                condition = condition.replace("b", label, 1)
+                raise ValueError(
+                    f"tableau {self.name!r} claims {claim} {order} but violates the order "
+                    f"condition {condition} (got {got!r})"
                 )
 
     @property
@@ -127,12 +161,55 @@ class ButcherTableau:
         """The number of stages ``s``."""
         return len(self.b)
 
+    @property
+    def embedded(self) -> bool:
+        """Whether the tableau has an embedded solution, hence an error estimate."""
+        return self.b_embedded is not None
 
-def _tableau(name: str, order: int, c, a, b) -> ButcherTableau:
+    @property
+    def fsal(self) -> bool:
+        """First same as last: the last stage is at ``x_{k+1}`` (last row of ``a`` is ``b``).
+
+        Its evaluation is then the first stage of the next step, when the field
+        there is the same (as in an adaptive solve with shared weights).
+        """
+        return self.c[-1] == 1.0 and self.a[-1] == self.b
+
+
+def _tableau(name: str, order: int, c, a, b, embedded=None, embedded_order=None) -> ButcherTableau:
     def exact(values):
         return tuple(float(Fraction(v)) for v in values)
 
-    return ButcherTableau(name, order, exact(c), tuple(exact(row) for row in a), exact(b))
+    return ButcherTableau(
+        name,
+        order,
+        exact(c),
+        tuple(exact(row) for row in a),
+        exact(b),
+        None if embedded is None else exact(embedded),
+        embedded_order,
+    )
+
+
+_TSIT5_B = [
+    "0.09646076681806523",
+    "0.01",
+    "0.4798896504144996",
+    "1.379008574103742",
+    "-3.290069515436081",
+    "2.324710524099774",
+    "0",
+]
+# b - b^, as published (Tsitouras 2011, with the sign of the last entry corrected)
+_TSIT5_ERROR = [
+    "0.00178001105222577714",
+    "0.0008164344596567469",
+    "-0.007880878010261995",
+    "0.1447110071732629",
+    "-0.5823571654525552",
+    "0.45808210592918697",
+    "-1/66",
+]
 
 
 TABLEAUS: dict[str, ButcherTableau] = {
@@ -163,9 +240,70 @@ TABLEAUS: dict[str, ButcherTableau] = {
             [[], ["1/3"], ["-1/3", "1"], ["1", "-1", "1"]],
             ["1/8", "3/8", "3/8", "1/8"],
         ),
+        _tableau("heun_euler", 2, ["0", "1"], [[], ["1"]], ["1/2", "1/2"], ["1", "0"], 1),
+        _tableau(
+            "bosh3",
+            3,
+            ["0", "1/2", "3/4", "1"],
+            [[], ["1/2"], ["0", "3/4"], ["2/9", "1/3", "4/9"]],
+            ["2/9", "1/3", "4/9", "0"],
+            ["7/24", "1/4", "1/3", "1/8"],
+            2,
+        ),
+        _tableau(
+            "dopri5",
+            5,
+            ["0", "1/5", "3/10", "4/5", "8/9", "1", "1"],
+            [
+                [],
+                ["1/5"],
+                ["3/40", "9/40"],
+                ["44/45", "-56/15", "32/9"],
+                ["19372/6561", "-25360/2187", "64448/6561", "-212/729"],
+                ["9017/3168", "-355/33", "46732/5247", "49/176", "-5103/18656"],
+                ["35/384", "0", "500/1113", "125/192", "-2187/6784", "11/84"],
+            ],
+            ["35/384", "0", "500/1113", "125/192", "-2187/6784", "11/84", "0"],
+            ["5179/57600", "0", "7571/16695", "393/640", "-92097/339200", "187/2100", "1/40"],
+            4,
+        ),
+        _tableau(
+            "tsit5",
+            5,
+            ["0", "0.161", "0.327", "0.9", "0.9800255409045097", "1", "1"],
+            [
+                [],
+                ["0.161"],
+                ["-0.008480655492356989", "0.335480655492357"],
+                ["2.8971530571054935", "-6.359448489975075", "4.3622954328695815"],
+                [
+                    "5.325864828439257",
+                    "-11.748883564062828",
+                    "7.4955393428898365",
+                    "-0.09249506636175525",
+                ],
+                [
+                    "5.86145544294642",
+                    "-12.92096931784711",
+                    "8.159367898576159",
+                    "-0.071584973281401",
+                    "-0.02826905039406838",
+                ],
+                _TSIT5_B[:6],
+            ],
+            _TSIT5_B,
+            [Fraction(b) - Fraction(e) for b, e in zip(_TSIT5_B, _TSIT5_ERROR)],
+            4,
+        ),
     )
 }
-"""The named explicit schemes, by name."""
+"""The named explicit schemes, by name.
+
+Four are embedded pairs, with an error estimate (``b_embedded``): Heun-Euler
+2(1) ``"heun_euler"``, Bogacki-Shampine 3(2) ``"bosh3"``, Dormand-Prince 5(4)
+``"dopri5"`` and Tsitouras 5(4) ``"tsit5"``; the last three are FSAL. On a
+fixed grid they step with their higher-order weights ``b``.
+"""
 
 SchemeLike = str | ButcherTableau
 

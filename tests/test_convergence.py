@@ -75,7 +75,12 @@ def order_time_dependent(scheme):
     return measured_order(errors, ts), errors
 
 
-@pytest.mark.parametrize("scheme", sorted(TABLEAUS))
+# Fifth-order pairs reach round-off on these grids before their rate settles;
+# tests/test_embedded.py measures them on smoothly graded grids.
+UP_TO_FOURTH = sorted(name for name, tableau in TABLEAUS.items() if tableau.order <= 4)
+
+
+@pytest.mark.parametrize("scheme", UP_TO_FOURTH)
 @pytest.mark.parametrize("problem", [order_autonomous, order_time_dependent])
 def test_measured_order_within_0_2_of_theory(problem, scheme):
     order, errors = problem(scheme)
@@ -84,7 +89,7 @@ def test_measured_order_within_0_2_of_theory(problem, scheme):
 
 if __name__ == "__main__":  # python tests/test_convergence.py prints the measured orders
     print(f"{'scheme':<10}{'order':>6}{'shared weights':>16}{'linear theta(t)':>17}")
-    for name in sorted(TABLEAUS):
+    for name in UP_TO_FOURTH:
         shared, _ = order_autonomous(name)
         linear, _ = order_time_dependent(name)
         print(f"{name:<10}{TABLEAUS[name].order:>6}{shared:>16.3f}{linear:>17.3f}")

@@ -38,6 +38,67 @@ EXPECTED = {
         [[0, 0, 0, 0], [1 / 3, 0, 0, 0], [-1 / 3, 1, 0, 0], [1, -1, 1, 0]],
         [1 / 8, 3 / 8, 3 / 8, 1 / 8],
     ),
+    "heun_euler": (2, [0, 1], [[0, 0], [1, 0]], [1 / 2, 1 / 2]),
+    "bosh3": (
+        3,
+        [0, 1 / 2, 3 / 4, 1],
+        [[0, 0, 0, 0], [1 / 2, 0, 0, 0], [0, 3 / 4, 0, 0], [2 / 9, 1 / 3, 4 / 9, 0]],
+        [2 / 9, 1 / 3, 4 / 9, 0],
+    ),
+    "dopri5": (
+        5,
+        [0, 1 / 5, 3 / 10, 4 / 5, 8 / 9, 1, 1],
+        [
+            [0, 0, 0, 0, 0, 0, 0],
+            [1 / 5, 0, 0, 0, 0, 0, 0],
+            [3 / 40, 9 / 40, 0, 0, 0, 0, 0],
+            [44 / 45, -56 / 15, 32 / 9, 0, 0, 0, 0],
+            [19372 / 6561, -25360 / 2187, 64448 / 6561, -212 / 729, 0, 0, 0],
+            [9017 / 3168, -355 / 33, 46732 / 5247, 49 / 176, -5103 / 18656, 0, 0],
+            [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0],
+        ],
+        [35 / 384, 0, 500 / 1113, 125 / 192, -2187 / 6784, 11 / 84, 0],
+    ),
+    "tsit5": (  # Tsitouras (2011), Table 1, to the digits published
+        5,
+        [0, 0.161, 0.327, 0.9, 0.9800255409045097, 1, 1],
+        [
+            [0, 0, 0, 0, 0, 0, 0],
+            [0.161, 0, 0, 0, 0, 0, 0],
+            [-0.008480655492356989, 0.335480655492357, 0, 0, 0, 0, 0],
+            [2.8971530571054935, -6.359448489975075, 4.3622954328695815, 0, 0, 0, 0],
+            [5.325864828439257, -11.748883564062828, 7.4955393428898365, -0.09249506636175525]
+            + [0, 0, 0],
+            [5.86145544294642, -12.92096931784711, 8.159367898576159, -0.071584973281401]
+            + [-0.02826905039406838, 0, 0],
+            [0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742]
+            + [-3.290069515436081, 2.324710524099774, 0],
+        ],
+        [0.09646076681806523, 0.01, 0.4798896504144996, 1.379008574103742]
+        + [-3.290069515436081, 2.324710524099774, 0],
+    ),
+}
+
+# The embedded weights of the pairs, and their orders.
+EMBEDDED = {
+    "heun_euler": (1, [1, 0]),
+    "bosh3": (2, [7 / 24, 1 / 4, 1 / 3, 1 / 8]),
+    "dopri5": (
+        4,
+        [5179 / 57600, 0, 7571 / 16695, 393 / 640, -92097 / 339200, 187 / 2100, 1 / 40],
+    ),
+    "tsit5": (  # b minus the published error weights (last one with its sign corrected)
+        4,
+        [
+            0.09646076681806523 - 0.00178001105222577714,
+            0.01 - 0.0008164344596567469,
+            0.4798896504144996 + 0.007880878010261995,
+            1.379008574103742 - 0.1447110071732629,
+            -3.290069515436081 + 0.5823571654525552,
+            2.324710524099774 - 0.45808210592918697,
+            1 / 66,
+        ],
+    ),
 }
 
 
@@ -81,13 +142,24 @@ def test_named_tableau_coefficients(name):
     np.testing.assert_allclose(tableau.b, b, rtol=0, atol=1e-15)
     assert [len(row) for row in tableau.a] == [len(b)] * len(b)  # padded to square
     np.testing.assert_allclose(np.array(tableau.a), np.array(a, float), rtol=0, atol=1e-15)
+    if name in EMBEDDED:
+        order, embedded = EMBEDDED[name]
+        assert tableau.embedded_order == order
+        np.testing.assert_allclose(tableau.b_embedded, embedded, rtol=0, atol=1e-15)
+        residuals = _order_residuals(tableau.a, tableau.b_embedded, tableau.c)
+        for p in range(1, min(order, 4) + 1):
+            np.testing.assert_allclose(residuals[p], 0.0, atol=1e-13)
+        if order < 4:
+            assert max(abs(r) for r in residuals[order + 1]) > 1e-4  # and not one order more
+    else:
+        assert tableau.b_embedded is None and tableau.embedded_order is None
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
 def test_named_tableau_satisfies_its_order_conditions(name):
     tableau = TABLEAUS[name]
     residuals = _order_residuals(tableau.a, tableau.b, tableau.c)
-    for p in range(1, tableau.order + 1):
+    for p in range(1, min(tableau.order, 4) + 1):  # conditions written here up to order 4
         np.testing.assert_allclose(residuals[p], 0.0, atol=1e-14)
     if tableau.order < 4:
         # the order is sharp: some condition of the next order fails

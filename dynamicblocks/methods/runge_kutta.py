@@ -44,11 +44,11 @@ def _combine(x: torch.Tensor, terms: Terms, slopes: list) -> torch.Tensor:
     return x
 
 
-def live_stage_times(tableau: ButcherTableau) -> tuple[float, ...]:
-    """The ``c_i`` of the stages whose value reaches the step's result.
+def _live_stages(tableau: ButcherTableau) -> list[bool]:
+    """Per stage, whether its value reaches the step's result.
 
     Stage ``i`` is live if ``b_i != 0`` or a live later stage ``j`` has
-    ``a_ji != 0``; the weights of any other stage would get no gradient.
+    ``a_ji != 0``.
     """
     stages = tableau.stages
     live = [b != 0.0 for b in tableau.b]
@@ -57,7 +57,16 @@ def live_stage_times(tableau: ButcherTableau) -> tuple[float, ...]:
             live[j] and i < len(tableau.a[j]) and tableau.a[j][i] != 0.0
             for j in range(i + 1, stages)
         )
-    return tuple(c for c, keep in zip(tableau.c, live) if keep)
+    return live
+
+
+def live_stage_times(tableau: ButcherTableau) -> tuple[float, ...]:
+    """The ``c_i`` of the stages whose value reaches the step's result.
+
+    The weights of any other stage would get no gradient (see
+    :func:`_live_stages`).
+    """
+    return tuple(c for c, keep in zip(tableau.c, _live_stages(tableau)) if keep)
 
 
 class RungeKutta(Method):
@@ -75,7 +84,11 @@ class RungeKutta(Method):
         return f"scheme={self.tableau.name}"
 
     def plan(self, t: Sequence[float], resolve: Any) -> tuple[_Step, ...]:
+        """Per step, the live stages (trailing dead ones, like an FSAL stage, are left out)."""
         tableau, steps = self.tableau, []
+        live = _live_stages(tableau)
+        count = max(i for i, keep in enumerate(live) if keep) + 1
+        times = tableau.c[:count]
         for k, (t_k, t_next) in enumerate(zip(t, t[1:])):
             h = t_next - t_k
             stages = tuple(
@@ -83,11 +96,11 @@ class RungeKutta(Method):
                     tuple((j, h * a) for j, a in enumerate(tableau.a[i]) if a != 0.0),
                     resolve(k, c),
                 )
-                for i, c in enumerate(tableau.c)
+                for i, c in enumerate(times)
             )
             update = tuple((i, h * b) for i, b in enumerate(tableau.b) if b != 0.0)
-            reversed_stages = tuple(resolve(k, 1.0 - c, group=1) for c in tableau.c)
-            weights = tuple(h * b for b in tableau.b)
+            reversed_stages = tuple(resolve(k, 1.0 - c, group=1) for c in times)
+            weights = tuple(h * b for b in tableau.b[:count])
             steps.append(_Step(stages, update, reversed_stages, weights))
         return tuple(steps)
 
