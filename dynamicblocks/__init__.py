@@ -1,5 +1,6 @@
 """dynamicblocks: residual blocks read as discretized ODEs, for PyTorch."""
 
+from .adaptive import AdaptiveSolution, Controller, StepSizeError, solve_adaptive
 from .grid import as_grid, refine_grid, step_sizes, uniform_grid
 from .imex_tableaus import IMEX_SCHEMES, IMEXTableau
 from .manifest import (
@@ -54,6 +55,10 @@ from .tableaus import TABLEAUS, ButcherTableau, get_tableau
 __version__ = "0.1.0"
 
 __all__ = [
+    "solve_adaptive",
+    "AdaptiveSolution",
+    "Controller",
+    "StepSizeError",
     "IMEX_SCHEMES",
     "IMEXTableau",
     "IMEXBlock",

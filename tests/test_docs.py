@@ -16,6 +16,7 @@ PAGES = [
     "docs/implicit.md",
     "docs/memory.md",
     "docs/multistep.md",
+    "docs/adaptive.md",
 ]
 
 

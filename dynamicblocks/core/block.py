@@ -42,7 +42,7 @@ from ..memory.checkpoint import march_checkpointed
 from ..memory.reversible import reversible_solve
 from ..projection import basis_matrix, projection_matrix
 from ..weights import check_controls_used, check_interpolation
-from .fields import Fields
+from .fields import Fields, Slot
 from .resolver import Resolver
 
 __all__ = ["TimeBlock"]
@@ -172,12 +172,19 @@ class TimeBlock(MemoryModule):
             if module is not self and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
 
-    def fields(self, detached: bool = False, group: int = 0) -> Fields:
-        """The fields for one pass, every blended slot of ``group`` computed once."""
+    def fields(
+        self, detached: bool = False, group: int = 0, slots: Sequence[Slot] | None = None
+    ) -> Fields:
+        """The fields for one pass, every blended slot of ``group`` computed once.
+
+        ``slots`` replaces the plan's slots of ``group``: those of evaluations
+        resolved on another grid (an adaptive step's, see
+        :mod:`dynamicblocks.adaptive`).
+        """
         return Fields(
             self.control_layers(),
             self._names,
-            self._slots[group],
+            self._slots[group] if slots is None else slots,
             type(self).__name__,
             detached,
             self._report,
