@@ -194,3 +194,19 @@ def test_methods_benchmark_prints_ratios_and_exact_saved_states():
             evaluations = order * starts + n - starts
             assert int(storages) == 2 * evaluations and int(states) == 3 * evaluations
         assert math.isclose(float(mb), int(states) * state_mb, rel_tol=1e-2)
+
+
+def test_adaptive_benchmark_matches_torchdiffeqs_evaluations():
+    out = run_benchmark(
+        "adaptive.py", "--batches", "1", "--hidden", "8", "--horizon", "2",
+        "--repeats", "1", "--min-time", "0", "--threads", "1",
+    )  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.startswith(("spiral", "mlp"))]
+    found = {(row[0], row[2], row[3]): row for row in rows}
+    for problem in ("spiral", "mlp"):
+        ours, peer = found[problem, "db", "dopri5"], found[problem, "torchdiffeq", "dopri5"]
+        assert ours[4] == peer[4]  # the same field evaluations as torchdiffeq
+        assert float(ours[5]) < 1e-5  # against a tight reference
+        assert ours[7] == "1.000"
+        for row in (ours, peer):
+            timed(row[6]), timed(row[7]), timed(row[8])
