@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 import torchdiffeq
@@ -161,3 +163,63 @@ def test_bad_input_is_named():
         solve_adaptive(nn.Linear(2, 2), x)
     with pytest.raises(StepSizeError, match=r"max_steps = 2 accepted steps reached t = 0\.\d+"):
         solve_adaptive(block, x, rtol=1e-10, atol=1e-12, max_steps=2)
+
+
+# --------------------------------------------------------------- error-driven refinement
+
+
+@pytest.mark.parametrize("interpolation", ["constant", "linear"])
+def test_insert_controls_keeps_theta_of_t(interpolation):
+    torch.manual_seed(4)
+    blocks = [
+        db.DynamicBlock(Tanh(), (0.0, 0.5, 1.0, 2.0), "rk4", (0.0, 0.5, 1.0), interpolation),
+        db.LMBlock(Tanh(), (0.0, 0.5, 1.0, 2.0), (0.0, 0.5, 1.0), interpolation),
+    ]
+    x = torch.randn(3, 4)
+    grid = db.uniform_grid(0.0, 2.0, 16)
+    for block in blocks:
+        block.reset_parameters()
+        before = block.remanifest(grid)(x)
+        sources = block.insert_controls_([0.25, 1.0, 1.5, 3.0])  # 1.0 exists already
+        assert block.t_theta == (0.0, 0.25, 0.5, 1.0, 1.5, 3.0)
+        per_control = sum(len(list(layers[0].parameters())) for layers in block.control_layers())
+        assert len(sources) == 3 * per_control
+        torch.testing.assert_close(block.remanifest(grid)(x), before, rtol=0, atol=1e-14)
+
+
+def test_step_errors_fall_with_the_embedded_order():
+    """Halving every step divides the local error estimate by about 2^(embedded order + 1)."""
+    torch.manual_seed(5)
+    x = torch.randn(3, 4)
+    block = db.DynamicBlock(Tanh(), db.uniform_grid(0.0, 1.0, 8), "dopri5", t_theta=(0.0,))
+    coarse = db.adaptive.step_errors(block, x, rtol=1e-10, atol=1e-10)
+    fine = db.adaptive.step_errors(
+        block.remanifest(db.refine_grid(block.t)), x, rtol=1e-10, atol=1e-10
+    )
+    pairs = coarse / (fine[0::2] + fine[1::2])  # a coarse step against its two halves
+    rate = torch.log2(pairs).mean().item() + 1  # two halves: one factor of 2 back
+    assert abs(rate - 5) < 0.3, (coarse, fine, rate)
+
+
+def test_refine_by_error_splits_only_the_steps_that_fail_and_keeps_theta():
+    torch.manual_seed(6)
+    block = db.DynamicBlock(Tanh(), db.uniform_grid(0.0, 2.0, 8), "bosh3")
+    block.reset_parameters()
+    x = torch.randn(3, 4)
+    # with rtol = atol the ratio is inversely proportional to the tolerance: the
+    # median ratio at tolerance 1 as the tolerance fails about half the steps
+    median = db.adaptive.step_errors(block, x, rtol=1.0, atol=1.0).median().item()
+    tol = {"rtol": median, "atol": median}
+    ratios = db.adaptive.step_errors(block, x, **tol)
+    old = copy.deepcopy(block)
+    split, sources = db.adaptive.refine_by_error_(block, x, **tol)
+    assert split == tuple(k for k, ratio in enumerate(ratios.tolist()) if ratio > 1)
+    assert 0 < len(split) < 8  # some steps, not all
+    expected = sorted([*old.t, *(0.5 * (old.t[k] + old.t[k + 1]) for k in split)])
+    assert list(block.t) == expected and block.t_theta == block.t[:-1]
+    assert len(sources) == len(split)  # the weight of every new control
+    assert torch.equal(block(x), old.remanifest(block.t)(x))  # theta(t) unchanged
+    for _ in range(10):  # refine until no step fails
+        if not db.adaptive.refine_by_error_(block, x, **tol)[0]:
+            break
+    assert (db.adaptive.step_errors(block, x, **tol) <= 1).all()

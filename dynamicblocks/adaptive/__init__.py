@@ -2,10 +2,12 @@
 
 :func:`solve_adaptive` steps a block's field with the steps an error estimate
 chooses; :class:`Controller` holds the tolerances and the PI step-size
-controller.
+controller; :func:`step_errors` and :func:`refine_by_error_` measure a
+fixed-grid block's steps and split those that are too long.
 """
 
 from .controller import Controller, error_ratio, initial_step
+from .refine import refine_by_error_, step_errors
 from .solve import AdaptiveSolution, StepSizeError, solve_adaptive
 
 __all__ = [
@@ -15,4 +17,6 @@ __all__ = [
     "error_ratio",
     "initial_step",
     "solve_adaptive",
+    "step_errors",
+    "refine_by_error_",
 ]

@@ -41,7 +41,7 @@ from ..memory.adjoint import adjoint_solve
 from ..memory.checkpoint import march_checkpointed
 from ..memory.reversible import reversible_solve
 from ..projection import basis_matrix, projection_matrix
-from ..weights import check_controls_used, check_interpolation
+from ..weights import check_controls_used, check_interpolation, resolve_stage_controls
 from .fields import Fields, Slot
 from .resolver import Resolver
 
@@ -317,6 +317,50 @@ class TimeBlock(MemoryModule):
         times = sorted([*knots, *(time for _, _, time in inserts)])
         t_theta = as_grid(times, "t_theta", 1)
         self._configure(refine_grid(self._t), t_theta, self._interpolation)
+        return sources
+
+    def insert_controls_(
+        self, times: Sequence[float]
+    ) -> dict[nn.Parameter, tuple[nn.Parameter, ...]]:
+        """Add controls at ``times`` in place, each holding ``theta`` there, keeping ``theta(t)``.
+
+        A new control is, in every field, a copy of the control that owns its
+        time (``"constant"``: the one at or left of it), with, for
+        ``"linear"``, the parameters interpolated there (buffers from the
+        nearer control). Times that are control times already are skipped;
+        the grid is unchanged (see :meth:`remanifest_`).
+
+        Returns:
+            For every new parameter, the parameters it was made from (for
+            :func:`dynamicblocks.carry_optimizer_state`).
+
+        Raises:
+            TypeError, ValueError: if ``times`` is not a sequence of finite numbers.
+        """
+        new = sorted(set(as_grid(sorted(set(times)), "times", 1)) - set(self._t_theta))
+        controls = [
+            resolve_stage_controls((time, time + 1.0), (0.0,), self._t_theta, self._interpolation)
+            for time in new
+        ]
+        sources: dict[nn.Parameter, tuple[nn.Parameter, ...]] = {}
+        knots = sorted([*self._t_theta, *new])
+        for attribute, old in zip(self.field_attributes, self.control_layers()):
+            by_time = dict(zip(self._t_theta, old))
+            for time, ((control,),) in zip(new, controls):
+                module = copy.deepcopy(old[control.owner])
+                parents = (old[control.left],) + (
+                    () if control.right is None else (old[control.right],)
+                )
+                with torch.no_grad():
+                    for name, param in module.named_parameters():
+                        if control.right is not None:
+                            left = old[control.left].get_parameter(name)
+                            right = old[control.right].get_parameter(name)
+                            param.copy_(torch.lerp(left, right, control.weight))
+                        sources[param] = tuple(parent.get_parameter(name) for parent in parents)
+                by_time[time] = module
+            setattr(self, attribute, nn.ModuleList(by_time[time] for time in knots))
+        self._configure(self._t, as_grid(knots, "t_theta", 1), self._interpolation)
         return sources
 
     def project(self, t_theta: GridLike, interpolation: str | None = None) -> TimeBlock:
