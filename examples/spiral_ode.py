@@ -3,6 +3,7 @@
     python examples/spiral_ode.py                          # CPU, about 15 s
     python examples/spiral_ode.py --scheme euler --substeps 4 --iterations 3000
     python examples/spiral_ode.py --out runs/spiral_l1 --loss l1
+    python examples/spiral_ode.py --adaptive tsit5         # the notes' Tsit5, rtol 1e-7, atol 1e-9
 
 The true dynamics are ``du/dt = A u^3`` (elementwise cube) with
 ``A = [[-0.1, 2], [-2, -0.1]]`` and ``u(0) = (2, 0)`` on ``t in [0, 1.5]``, the
@@ -16,6 +17,13 @@ over the whole interval: the block is an explicit Runge-Kutta discretisation of
 ``du/dt = f_theta(u)``. Its trajectory at the sample times is read with
 ``return_trajectory=True`` and fitted to the data by Adam (discretize, then
 optimize: the gradient is that of the discrete forward pass).
+
+With ``--adaptive tsit5`` (or ``dopri5``) the block has no grid of its own but
+the interval ``[0, 1.5]``: every forward pass is an error-controlled solve
+(:func:`~dynamicblocks.solve_adaptive`, tolerances ``--rtol`` and ``--atol``,
+by default the notes' 1e-7 and 1e-9) in float64, read at the sample times
+through the pair's dense output, and the gradient is that of the accepted
+steps.
 
 Everything goes to --out (default runs/spiral_ode): spiral.png (phase plane and
 u1(t), u2(t), data against prediction) and results.json (initial and final
@@ -103,8 +111,22 @@ def build_model(scheme: str = "rk4", substeps: int = 2, hidden: int = 50) -> db.
     return db.DynamicBlock(CubicField(hidden), t=grid, scheme=scheme, t_theta=(0.0,))
 
 
-def predict(model: db.DynamicBlock, u0: torch.Tensor) -> torch.Tensor:
-    """The model's states at the sample times, shape ``(16, N, 2)``."""
+def build_adaptive_model(scheme: str = "tsit5", hidden: int = 50) -> db.DynamicBlock:
+    """A shared-weight block on ``[0, 1.5]`` with an embedded pair, for adaptive solves."""
+    return db.DynamicBlock(CubicField(hidden), t=(0.0, T_END), scheme=scheme, t_theta=(0.0,))
+
+
+def predict(
+    model: db.DynamicBlock, u0: torch.Tensor, tolerances: tuple[float, float] | None = None
+) -> torch.Tensor:
+    """The model's states at the sample times, shape ``(16, N, 2)``.
+
+    With ``tolerances = (rtol, atol)`` an adaptive solve over the model's
+    interval, read at the sample times; else the model's own grid.
+    """
+    if tolerances is not None:
+        rtol, atol = tolerances
+        return db.solve_adaptive(model, u0, rtol=rtol, atol=atol, t_eval=sample_times()).ys
     trajectory = model(u0, return_trajectory=True)
     substeps = model.num_steps // (NUM_SAMPLES - 1)
     return trajectory[::substeps]
@@ -117,15 +139,17 @@ def train(
     lr: float = 1e-2,
     loss: str = "mse",
     log_every: int = 100,
+    tolerances: tuple[float, float] | None = None,
 ) -> dict:
     """Fit the model's trajectory from ``data[0]`` to ``data`` with full-batch Adam.
 
+    ``tolerances``: ``(rtol, atol)`` of adaptive solves (see :func:`predict`).
     Returns ``initial_loss`` (before the first step), ``final_loss`` (after the
     last one) and ``history``, the ``(iteration, loss)`` pairs that were printed.
     """
     loss_fn, u0 = LOSSES[loss], data[0]
     return fit(
-        lambda: loss_fn(predict(model, u0), data),
+        lambda: loss_fn(predict(model, u0, tolerances), data),
         torch.optim.Adam(model.parameters(), lr=lr),
         iterations,
         log_every,
@@ -134,19 +158,33 @@ def train(
     )
 
 
-def plot(model: db.DynamicBlock, data: torch.Tensor, path: Path, title: str = "") -> None:
+def plot(
+    model: db.DynamicBlock,
+    data: torch.Tensor,
+    path: Path,
+    title: str = "",
+    tolerances: tuple[float, float] | None = None,
+) -> None:
     """Save the phase plane and ``u1(t), u2(t)``: data points against the learned ODE.
 
     The learned field is drawn integrated on a grid 8 times finer than the
-    model's (same weights, same scheme), with the model's own predictions at
-    the sample times as markers.
+    model's (same weights, same scheme), or read from an adaptive solve at
+    121 times, with the model's own predictions at the sample times as markers.
     """
     t = torch.tensor(sample_times())
-    dense_grid = db.refine_grid(model.t, 8)
-    dense = db.DynamicBlock(model.layers[0], t=dense_grid, scheme=model.tableau, t_theta=(0.0,))
     with torch.no_grad():
-        curve = dense(data[0], return_trajectory=True)[:, 0].double()
-        at_samples = predict(model, data[0])[:, 0].double()
+        if tolerances is None:
+            dense_grid = db.refine_grid(model.t, 8)
+            dense = db.DynamicBlock(
+                model.layers[0], t=dense_grid, scheme=model.tableau, t_theta=(0.0,)
+            )
+            curve = dense(data[0], return_trajectory=True)[:, 0].double()
+        else:
+            dense_grid = db.uniform_grid(0.0, T_END, 120)
+            rtol, atol = tolerances
+            solution = db.solve_adaptive(model, data[0], rtol=rtol, atol=atol, t_eval=dense_grid)
+            curve = solution.ys[:, 0].double()
+        at_samples = predict(model, data[0], tolerances)[:, 0].double()
     truth = data[:, 0].double()
     td = torch.tensor(dense_grid)
 
@@ -191,6 +229,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=40,
         help="RK4 steps per sample interval for the true trajectory (default 40)",
     )
+    add(
+        "--adaptive",
+        default=None,
+        choices=["tsit5", "dopri5"],
+        help="solve adaptively with this embedded pair instead of on a fixed grid",
+    )
+    add("--rtol", type=positive(float), default=1e-7, help="adaptive: relative tolerance")
+    add("--atol", type=positive(float), default=1e-9, help="adaptive: absolute tolerance")
     add("--seed", type=int, default=0)
     add("--log-every", type=positive(int), default=100, help="iterations between progress lines")
     add("--out", default="runs/spiral_ode", help="output directory (default: runs/spiral_ode)")
@@ -204,29 +250,51 @@ def main(argv: list[str] | None = None) -> dict:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    data = make_data(args.data_substeps).float()
-    model = build_model(args.scheme, args.substeps, args.hidden)
+    tolerances = None if args.adaptive is None else (args.rtol, args.atol)
+    if tolerances is None:
+        data = make_data(args.data_substeps).float()
+        model = build_model(args.scheme, args.substeps, args.hidden)
+    else:  # float64: tolerances of 1e-7 and 1e-9 are below float32's resolution
+        data = make_data(args.data_substeps)
+        model = build_adaptive_model(args.adaptive, args.hidden).double()
     print(model)
     try:
-        fit = train(model, data, args.iterations, args.lr, args.loss, args.log_every)
-    except FloatingPointError as error:
+        fit = train(model, data, args.iterations, args.lr, args.loss, args.log_every, tolerances)
+    except (FloatingPointError, db.StepSizeError) as error:
         raise SystemExit(f"error: {error}") from None
     train_seconds = time.perf_counter() - start
     with torch.no_grad():
-        error = (predict(model, data[0]) - data).abs().max().item()
+        error = (predict(model, data[0], tolerances) - data).abs().max().item()
+        work = None
+        if tolerances is not None:
+            solution = db.solve_adaptive(model, data[0], rtol=args.rtol, atol=args.atol)
+            work = {
+                "evaluations": solution.evaluations,
+                "accepted": solution.accepted,
+                "rejected": solution.rejected,
+            }
+    method = (
+        f"{args.scheme}, {args.substeps} step(s) per sample"
+        if tolerances is None
+        else f"{args.adaptive}, rtol {args.rtol:g}, atol {args.atol:g}"
+    )
     title = (
-        f"{args.scheme}, {args.substeps} step(s) per sample, {args.iterations} iterations: "
+        f"{method}, {args.iterations} iterations: "
         f"{args.loss} loss {fit['initial_loss']:.3g} -> {fit['final_loss']:.3g}"
     )
-    plot(model, data, out / "spiral.png", title)
+    plot(model, data, out / "spiral.png", title, tolerances)
     results = {
         "initial_loss": fit["initial_loss"],
         "final_loss": fit["final_loss"],
         "max_abs_error": error,
         "loss": args.loss,
         "iterations": args.iterations,
-        "scheme": args.scheme,
+        "scheme": args.scheme if tolerances is None else args.adaptive,
         "substeps": args.substeps,
+        "adaptive": args.adaptive,
+        "rtol": args.rtol,
+        "atol": args.atol,
+        "final_solve": work,
         "lr": args.lr,
         "hidden": args.hidden,
         "seed": args.seed,

@@ -69,6 +69,8 @@ def test_model_is_one_shared_field_on_the_refined_sample_grid():
         (["--lr", "nan"], "argument --lr: must be a positive number, got 'nan'"),
         (["--log-every", "-5"], "argument --log-every: must be a positive integer, got '-5'"),
         (["--scheme", "rk5"], "argument --scheme: invalid choice: 'rk5'"),
+        (["--adaptive", "rk4"], "argument --adaptive: invalid choice: 'rk4'"),
+        (["--adaptive", "tsit5", "--rtol", "0"], "argument --rtol: must be a positive number"),
     ],
 )
 def test_bad_flags_exit_with_a_message_naming_the_flag(argv, message, tmp_path, capsys):
@@ -92,3 +94,15 @@ def test_a_short_seeded_fit_lowers_the_loss_twentyfold():
     with contextlib.redirect_stdout(io.StringIO()):
         fit = spiral.train(model, data, iterations=300, lr=1e-2, log_every=100)
     assert fit["final_loss"] < fit["initial_loss"] / 20
+
+
+def test_adaptive_training_solves_with_tsit5_and_lowers_the_loss(tmp_path):
+    """--adaptive tsit5: every forward pass an adaptive solve in float64, read at the samples."""
+    out = tmp_path / "adaptive"
+    with contextlib.redirect_stdout(io.StringIO()):
+        results = spiral.main(["--adaptive", "tsit5", "--iterations", "60", "--out", str(out)])
+    assert (out / "spiral.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert results["adaptive"] == "tsit5" and results["rtol"] == 1e-7 and results["atol"] == 1e-9
+    work = results["final_solve"]
+    assert work["accepted"] > 0 and work["evaluations"] >= 6 * work["accepted"]
+    assert results["final_loss"] < results["initial_loss"] / 2
