@@ -223,3 +223,49 @@ def test_refine_by_error_splits_only_the_steps_that_fail_and_keeps_theta():
         if not db.adaptive.refine_by_error_(block, x, **tol)[0]:
             break
     assert (db.adaptive.step_errors(block, x, **tol) <= 1).all()
+
+
+# ------------------------------------------------------------------ per-sample steps
+
+
+def test_per_sample_steps_equal_separate_solves_sample_by_sample():
+    torch.manual_seed(7)
+    block = db.DynamicBlock(Tanh(), (0.0, 2.0), "dopri5", t_theta=(0.0,))
+    x = torch.randn(5, 4) * torch.tensor([[0.1], [1.0], [3.0], [10.0], [0.5]])
+    x.requires_grad_()
+    together = solve_adaptive(block, x, rtol=1e-6, atol=1e-8, per_sample=True)
+    grad = torch.autograd.grad(together.y.square().sum(), x)[0]
+    assert len(set(together.accepted)) > 1  # the samples do take different steps
+    for i in range(5):
+        alone = solve_adaptive(block, x[i : i + 1], rtol=1e-6, atol=1e-8)
+        assert (together.accepted[i], together.rejected[i]) == (alone.accepted, alone.rejected)
+        torch.testing.assert_close(
+            torch.tensor(together.t[i]), torch.tensor(alone.t), rtol=1e-8, atol=0
+        )
+        torch.testing.assert_close(together.y[i : i + 1], alone.y, rtol=0, atol=1e-13)
+        own = torch.autograd.grad(alone.y.square().sum(), x)[0]
+        torch.testing.assert_close(grad[i], own[i], rtol=0, atol=1e-12)
+
+
+def test_per_sample_needs_shared_weights_and_no_t_eval():
+    block = db.DynamicBlock(Tanh(), (0.0, 1.0), "tsit5", t_theta=(0.0, 0.5))
+    x = torch.randn(2, 4)
+    with pytest.raises(ValueError, match="per_sample needs shared weights .* 2 controls"):
+        solve_adaptive(block, x, per_sample=True)
+    shared = db.DynamicBlock(Tanh(), (0.0, 1.0), "tsit5", t_theta=(0.0,))
+    with pytest.raises(ValueError, match="t_eval is not available with per_sample=True"):
+        solve_adaptive(shared, x, per_sample=True, t_eval=[0.5])
+
+
+class Square(nn.Module):
+    """x' = x^2 blows up at t = 1 from x(0) = 1."""
+
+    def forward(self, x):
+        return x * x
+
+
+@pytest.mark.parametrize("per_sample", [False, True])
+def test_a_blow_up_reports_the_time_and_the_step(per_sample):
+    block = db.DynamicBlock(Square(), (0.0, 2.0), "dopri5", t_theta=(0.0,))
+    with pytest.raises(StepSizeError, match=r"step size underflowed to .* at t = 1\.0000"):
+        solve_adaptive(block, torch.ones(1, 1), per_sample=per_sample)

@@ -6,9 +6,9 @@ controller; :func:`step_errors` and :func:`refine_by_error_` measure a
 fixed-grid block's steps and split those that are too long.
 """
 
-from .controller import Controller, error_ratio, initial_step
+from .controller import Controller, StepSizeError, error_ratio, initial_step
 from .refine import refine_by_error_, step_errors
-from .solve import AdaptiveSolution, StepSizeError, solve_adaptive
+from .solve import AdaptiveSolution, solve_adaptive
 
 __all__ = [
     "AdaptiveSolution",

@@ -26,9 +26,13 @@ import torch
 
 from .._validate import real_number
 
-__all__ = ["Controller", "error_ratio", "initial_step"]
+__all__ = ["Controller", "StepSizeError", "error_ratio", "initial_step"]
 
 Tolerance = float | torch.Tensor
+
+
+class StepSizeError(RuntimeError):
+    """An adaptive solve could not go on: too many steps, or a step too small to take."""
 
 
 def _tolerance(name: str, value: Tolerance) -> Tolerance:

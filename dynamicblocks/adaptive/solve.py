@@ -27,13 +27,10 @@ from ..core.fields import Evaluation, Fields
 from ..core.resolver import Resolver
 from ..methods.runge_kutta import DynamicBlock, _combine
 from ..tableaus import TABLEAUS, ButcherTableau, SchemeLike, get_tableau
-from .controller import Controller, error_ratio, initial_step
+from .controller import Controller, StepSizeError, error_ratio, initial_step
+from .per_sample import solve_per_sample
 
 __all__ = ["AdaptiveSolution", "StepSizeError", "solve_adaptive"]
-
-
-class StepSizeError(RuntimeError):
-    """An adaptive solve could not go on: too many steps, or a step too small to take."""
 
 
 @dataclass(frozen=True)
@@ -43,15 +40,17 @@ class AdaptiveSolution:
     Attributes are ``y`` (the state at ``t[-1]``), ``ys`` (the states at
     ``t_eval``, stacked as ``(len(t_eval), N, *)``, or None), ``t`` (the
     accepted grid, from the block's ``t[0]`` to its ``t[-1]``), and the work:
-    ``evaluations`` of the field, ``accepted`` and ``rejected`` steps.
+    ``evaluations`` of the field, ``accepted`` and ``rejected`` steps. With
+    ``per_sample=True``, ``t``, ``accepted`` and ``rejected`` hold one entry
+    per sample, and ``evaluations`` counts evaluations of the whole batch.
     """
 
     y: torch.Tensor
     ys: torch.Tensor | None
-    t: tuple[float, ...]
+    t: tuple
     evaluations: int
-    accepted: int
-    rejected: int
+    accepted: int | tuple[int, ...]
+    rejected: int | tuple[int, ...]
 
 
 def _pair(block: DynamicBlock, scheme: SchemeLike | None) -> ButcherTableau:
@@ -62,6 +61,15 @@ def _pair(block: DynamicBlock, scheme: SchemeLike | None) -> ButcherTableau:
             "embedded pair such as 'heun_euler', 'bosh3', 'dopri5' or 'tsit5' (scheme=...)"
         )
     return tableau
+
+
+def _check_first_step(first_step: object) -> None:
+    if (
+        isinstance(first_step, bool)
+        or not isinstance(first_step, (int, float))
+        or not (math.isfinite(first_step) and first_step > 0)
+    ):
+        raise ValueError(f"first_step must be a positive finite number, got {first_step!r}")
 
 
 def _times(t_eval: Sequence[float] | None, start: float, end: float) -> tuple[float, ...]:
@@ -104,6 +112,7 @@ def solve_adaptive(
     first_step: float | None = None,
     max_steps: int = 10_000,
     controller: Controller | None = None,
+    per_sample: bool = False,
 ) -> AdaptiveSolution:
     """Integrate ``block``'s field from ``t[0]`` to ``t[-1]`` with error-controlled steps.
 
@@ -125,6 +134,9 @@ def solve_adaptive(
         controller: the step-size controller (default: ``Controller(rtol,
             atol)``, an I controller with torchdiffeq's settings); if given,
             its tolerances are used and ``rtol``, ``atol`` are ignored.
+        per_sample: give every sample its own time and step size
+            (:mod:`dynamicblocks.adaptive.per_sample`; shared weights only,
+            without ``t_eval``).
 
     Returns:
         An :class:`AdaptiveSolution`.
@@ -133,7 +145,8 @@ def solve_adaptive(
         TypeError: if ``block`` is not a DynamicBlock or ``x`` not a tensor.
         ValueError: for a scheme without an error estimate, tolerances that are
             not positive and finite, ``t_eval`` outside the interval or
-            unsorted, ``max_steps < 1`` or a ``first_step`` that is not positive.
+            unsorted, ``max_steps < 1``, a ``first_step`` that is not positive,
+            or ``per_sample`` with ``t_eval`` or with more than one control.
         StepSizeError: when ``max_steps`` steps do not reach ``t[-1]`` or the
             step falls below the resolution of the time (the message gives the
             time reached and the step).
@@ -146,6 +159,15 @@ def solve_adaptive(
     max_steps = int_in_range("max_steps", max_steps, 1)
     start, end = block.t[0], block.t[-1]
     times = _times(t_eval, start, end)
+    if first_step is not None:
+        _check_first_step(first_step)
+    if per_sample:
+        if times:
+            raise ValueError("t_eval is not available with per_sample=True")
+        y, grids, evaluations, accepted, rejected = solve_per_sample(
+            block, x, tableau, controller, max_steps, first_step
+        )
+        return AdaptiveSolution(y, None, grids, evaluations, accepted, rejected)
     field = _Field(block, tableau)
     exponent = tableau.embedded_order + 1
     a, b, b_hat = tableau.a, tableau.b, tableau.b_embedded
@@ -157,12 +179,6 @@ def solve_adaptive(
             h = initial_step(
                 field.at, start, x.detach(), slope.detach(), tableau.embedded_order, controller
             )
-    elif (
-        isinstance(first_step, bool)
-        or not isinstance(first_step, (int, float))
-        or not (math.isfinite(first_step) and first_step > 0)
-    ):
-        raise ValueError(f"first_step must be a positive finite number, got {first_step!r}")
     else:
         h = float(first_step)
 
