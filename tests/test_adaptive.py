@@ -269,3 +269,69 @@ def test_a_blow_up_reports_the_time_and_the_step(per_sample):
     block = db.DynamicBlock(Square(), (0.0, 2.0), "dopri5", t_theta=(0.0,))
     with pytest.raises(StepSizeError, match=r"step size underflowed to .* at t = 1\.0000"):
         solve_adaptive(block, torch.ones(1, 1), per_sample=per_sample)
+
+
+# ------------------------------------------------------------------ adjoint gradients
+
+
+class CountedMLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 4))
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.net(x)
+
+
+def test_adjoint_gradients_converge_to_the_discretize_then_optimize_ones():
+    torch.manual_seed(8)
+    block = db.DynamicBlock(Tanh(), (0.0, 2.0), "dopri5", t_theta=(0.0,))
+    x = torch.randn(3, 4, requires_grad=True)
+    weights = torch.randn(3, 4)
+    tight = solve_adaptive(block, x, rtol=1e-12, atol=1e-12)
+    reference = torch.autograd.grad((tight.y * weights).sum(), (x, *block.parameters()))
+    errors = []
+    for tol in (1e-4, 1e-6, 1e-8):
+        solution = solve_adaptive(block, x, rtol=tol, atol=tol, gradient="adjoint")
+        assert torch.equal(solution.y, solve_adaptive(block, x, rtol=tol, atol=tol).y.detach())
+        grads = torch.autograd.grad((solution.y * weights).sum(), (x, *block.parameters()))
+        errors.append(max((g - r).abs().max().item() for g, r in zip(grads, reference)))
+    assert errors[0] > 30 * errors[1] > 900 * errors[2] and errors[2] < 1e-6, errors
+
+
+def test_the_seminorm_saves_backward_steps_without_changing_the_gradient_much():
+    """Kidger, Chen & Lyons (2021): the weights' gradient need not limit the backward step."""
+    torch.manual_seed(9)
+    block = db.DynamicBlock(CountedMLP(), (0.0, 3.0), "dopri5", t_theta=(0.0,))
+    field = block.layers[0]
+    x = torch.randn(16, 4, requires_grad=True)
+    weights = torch.randn(16, 4)
+    backward, grads = {}, {}
+    for seminorm in (False, True):
+        solution = solve_adaptive(
+            block, x, rtol=1e-6, atol=1e-6, gradient="adjoint", seminorm=seminorm
+        )
+        field.calls = 0
+        grads[seminorm] = torch.autograd.grad(
+            (solution.y * weights).sum(), (x, *block.parameters())
+        )
+        backward[seminorm] = field.calls
+    assert backward[True] < backward[False], backward
+    for with_it, without in zip(grads[True], grads[False]):
+        torch.testing.assert_close(with_it, without, rtol=0, atol=1e-4)
+
+
+def test_adjoint_refuses_what_it_cannot_do():
+    x = torch.randn(2, 4)
+    timed = db.DynamicBlock(Tanh(), (0.0, 1.0), "dopri5", t_theta=(0.0, 0.5))
+    with pytest.raises(ValueError, match="gradient='adjoint' needs shared weights"):
+        solve_adaptive(timed, x, gradient="adjoint")
+    shared = db.DynamicBlock(Tanh(), (0.0, 1.0), "dopri5", t_theta=(0.0,))
+    with pytest.raises(ValueError, match="does not take t_eval or per_sample"):
+        solve_adaptive(shared, x, gradient="adjoint", t_eval=[0.5])
+    with pytest.raises(ValueError, match="takes scalar rtol and atol"):
+        solve_adaptive(shared, x, gradient="adjoint", rtol=torch.full((4,), 1e-6))
+    with pytest.raises(ValueError, match=r"gradient must be one of \('discretize', 'adjoint'\)"):
+        solve_adaptive(shared, x, gradient="backsolve")

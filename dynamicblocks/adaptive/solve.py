@@ -22,11 +22,12 @@ from dataclasses import dataclass
 
 import torch
 
-from .._validate import check_tensor, int_in_range
+from .._validate import check_tensor, int_in_range, one_of
 from ..core.fields import Evaluation, Fields
 from ..core.resolver import Resolver
 from ..methods.runge_kutta import DynamicBlock, _combine
 from ..tableaus import TABLEAUS, ButcherTableau, SchemeLike, get_tableau
+from .adjoint import adjoint_solve
 from .controller import Controller, StepSizeError, error_ratio, initial_step
 from .per_sample import solve_per_sample
 
@@ -113,6 +114,8 @@ def solve_adaptive(
     max_steps: int = 10_000,
     controller: Controller | None = None,
     per_sample: bool = False,
+    gradient: str = "discretize",
+    seminorm: bool = False,
 ) -> AdaptiveSolution:
     """Integrate ``block``'s field from ``t[0]`` to ``t[-1]`` with error-controlled steps.
 
@@ -137,6 +140,12 @@ def solve_adaptive(
         per_sample: give every sample its own time and step size
             (:mod:`dynamicblocks.adaptive.per_sample`; shared weights only,
             without ``t_eval``).
+        gradient: ``"discretize"`` (default: autograd through the accepted
+            steps) or ``"adjoint"`` (the adjoint equation solved adaptively
+            backwards, :mod:`dynamicblocks.adaptive.adjoint`; shared weights,
+            scalar tolerances, without ``t_eval`` or ``per_sample``).
+        seminorm: with ``"adjoint"``, leave the weights' gradient out of the
+            backward error ratio (Kidger, Chen & Lyons, 2021).
 
     Returns:
         An :class:`AdaptiveSolution`.
@@ -161,6 +170,15 @@ def solve_adaptive(
     times = _times(t_eval, start, end)
     if first_step is not None:
         _check_first_step(first_step)
+    one_of("gradient", gradient, ("discretize", "adjoint"))
+    if gradient == "adjoint":
+        if times or per_sample:
+            raise ValueError("gradient='adjoint' does not take t_eval or per_sample")
+        y, options = adjoint_solve(block, x, tableau, controller, max_steps, bool(seminorm))
+        forward = options["forward"]
+        return AdaptiveSolution(
+            y, None, forward.t, forward.evaluations, forward.accepted, forward.rejected
+        )
     if per_sample:
         if times:
             raise ValueError("t_eval is not available with per_sample=True")
