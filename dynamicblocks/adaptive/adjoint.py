@@ -16,6 +16,11 @@ With ``seminorm=True`` the error ratio of a backward step leaves out the
 ``g`` components (Kidger, Chen & Lyons, "Hey, that's not an ODE", ICML 2021):
 they never feed back into the dynamics, so their error need not limit the
 step, and the backward solve takes fewer steps.
+
+With weights in time, each evaluation's gradient goes to the controls by
+their interpolation weights at that time (``g`` holds every control's
+parameters), and the control times end the backward steps, as the forward
+ones (:mod:`dynamicblocks.adaptive.solve`).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import torch
 
+from ..core.resolver import Resolver
 from ..methods.runge_kutta import DynamicBlock
 from ..tableaus import ButcherTableau
 from .controller import Controller, StepSizeError, initial_step
@@ -34,30 +40,35 @@ __all__ = ["adjoint_solve"]
 
 
 def _integrate(
-    field: Callable[[torch.Tensor], torch.Tensor],
+    field: Callable[[float, torch.Tensor], torch.Tensor],
     z: torch.Tensor,
     span: float,
     tableau: ButcherTableau,
     controller: Controller,
     max_steps: int,
     measured: int,
+    breaks: list[float],
 ) -> tuple[torch.Tensor, int]:
-    """``z`` integrated over ``[0, span]`` by the pair; the error uses ``z[:measured]`` only."""
+    """``z`` integrated over ``[0, span]`` by the pair; the error uses ``z[:measured]`` only.
+
+    Steps end at every time of ``breaks`` (sorted).
+    """
     exponent = tableau.embedded_order + 1
-    slope = field(z)
+    slope = field(0.0, z)
     evaluations = 1
 
-    def counted(_: float, value: torch.Tensor) -> torch.Tensor:
+    def counted(time: float, value: torch.Tensor) -> torch.Tensor:
         nonlocal evaluations
         evaluations += 1
-        return field(value)
+        return field(time, value)
 
     h = initial_step(counted, 0.0, z, slope, tableau.embedded_order, controller)
     t, previous, accepted = 0.0, 0.0, 0
     while t < span:
         if accepted == max_steps:
             raise StepSizeError(f"max_steps = {max_steps} backward steps reached s = {t!r}")
-        t1 = span if t + h >= span or span - (t + h) <= 1e-12 * span else t + h
+        limit = next((time for time in breaks if time > t), span)
+        t1 = limit if t + h >= limit or limit - (t + h) <= 1e-12 * abs(limit) else t + h
         step = t1 - t
         if step <= 4 * math.ulp(max(abs(t), abs(t1))):
             raise StepSizeError(f"the backward step size underflowed to {step!r} at s = {t!r}")
@@ -67,7 +78,7 @@ def _integrate(
             for j, coefficient in enumerate(tableau.a[i][:i]):
                 if coefficient != 0.0:
                     stage = torch.add(stage, slopes[j], alpha=step * coefficient)
-            slopes.append(field(stage))
+            slopes.append(field(t + tableau.c[i] * step, stage))
         evaluations += tableau.stages - 1
         z1 = z
         for weight, k in zip(tableau.b, slopes):
@@ -87,7 +98,7 @@ def _integrate(
             h = step * controller.factor(ratio, previous, exponent, accepted=True)
             previous = ratio
             if t < span:
-                slope = slopes[-1] if tableau.fsal else field(z)
+                slope = slopes[-1] if tableau.fsal else field(t, z)
                 evaluations += 0 if tableau.fsal else 1
         else:
             h = step * controller.factor(ratio, previous, exponent, accepted=False)
@@ -118,24 +129,24 @@ class _Adjoint(torch.autograd.Function):
         options = ctx.options
         (y,) = ctx.saved_tensors
         block: DynamicBlock = options["block"]
-        layer = block.layers[0]
-        params = [p for p in layer.parameters() if p.requires_grad]
+        params = options["params"]
         size = y.numel()
-        shapes = [p.shape for p in params]
+        end = block.t[-1]
 
-        def field(z: torch.Tensor) -> torch.Tensor:
-            state = z[:size].view_as(y)
-            adjoint = z[size : 2 * size].view_as(y)
-            with torch.enable_grad():
-                state = state.detach().requires_grad_()
-                f = layer(state)
-                found = torch.autograd.grad(f, (state, *params), adjoint, allow_unused=True)
-            pieces = [-f.detach().flatten(), found[0].flatten()]
+        def field(s: float, z: torch.Tensor) -> torch.Tensor:
+            """The augmented field at reversed time ``s``, i.e. at ``t = T - s``."""
+            time = end - s
+            resolver = Resolver((time, time + 1.0), block.t_theta, block.interpolation, groups=1)
+            evaluation = resolver(0, 0.0)
+            fields = block.fields(detached=True, slots=resolver.slots()[0])
+            grads: dict = {}
+            f, back = fields.vjp(
+                evaluation, z[:size].view_as(y), z[size : 2 * size].view_as(y), grads
+            )
+            grads = fields.parameter_gradients(grads)
+            pieces = [-f.flatten(), back.flatten()]
             pieces += [
-                torch.zeros(shape, dtype=y.dtype, device=y.device).flatten()
-                if g is None
-                else g.flatten()
-                for g, shape in zip(found[1:], shapes)
+                grads[p].flatten() if p in grads else torch.zeros_like(p).flatten() for p in params
             ]
             return torch.cat(pieces)
 
@@ -151,6 +162,7 @@ class _Adjoint(torch.autograd.Function):
             options["controller"],
             options["max_steps"],
             measured,
+            sorted(end - time for time in block.t_theta if block.t[0] < time < end),
         )
         options["backward_evaluations"] = evaluations
         grad_x = z[size : 2 * size].view_as(y)
@@ -174,19 +186,15 @@ def adjoint_solve(
     After backward, ``options["backward_evaluations"]`` holds the backward
     solve's field evaluations.
     """
-    if len(block.t_theta) != 1:
-        raise ValueError(
-            f"gradient='adjoint' needs shared weights (one control), but the block has "
-            f"{len(block.t_theta)} controls"
-        )
     if isinstance(controller.rtol, torch.Tensor) or isinstance(controller.atol, torch.Tensor):
         raise ValueError("gradient='adjoint' takes scalar rtol and atol")
+    params = [p for layer in block.layers for p in layer.parameters() if p.requires_grad]
     options = {
+        "params": params,
         "block": block,
         "tableau": tableau,
         "controller": controller,
         "max_steps": max_steps,
         "seminorm": seminorm,
     }
-    params = [p for p in block.layers[0].parameters() if p.requires_grad]
     return _Adjoint.apply(options, x, *params), options

@@ -4,7 +4,8 @@
 field over the block's interval ``[t[0], t[-1]]`` with steps chosen by an
 embedded pair's error estimate (:mod:`dynamicblocks.adaptive.controller`),
 using the block's weights in time ``theta(t)`` at every stage time (shared or
-time-dependent weights alike). It returns the final state, the states at
+time-dependent weights alike; control times inside the interval end steps,
+since ``theta(t)`` jumps or has a kink there). It returns the final state, the states at
 ``t_eval`` if asked, the accepted grid and the work done.
 
 Gradients are discretize-then-optimize: autograd records the accepted steps
@@ -142,8 +143,8 @@ def solve_adaptive(
             without ``t_eval``).
         gradient: ``"discretize"`` (default: autograd through the accepted
             steps) or ``"adjoint"`` (the adjoint equation solved adaptively
-            backwards, :mod:`dynamicblocks.adaptive.adjoint`; shared weights,
-            scalar tolerances, without ``t_eval`` or ``per_sample``).
+            backwards, :mod:`dynamicblocks.adaptive.adjoint`; scalar
+            tolerances, without ``t_eval`` or ``per_sample``).
         seminorm: with ``"adjoint"``, leave the weights' gradient out of the
             backward error ratio (Kidger, Chen & Lyons, 2021).
 
@@ -200,6 +201,9 @@ def solve_adaptive(
     else:
         h = float(first_step)
 
+    # control times inside the interval end steps: theta(t) jumps ("constant") or has a
+    # kink ("linear") there, which an error estimate inside one step would not see
+    breaks = [time for time in block.t_theta if start < time < end]
     t, y, grid, outputs = start, x, [start], []
     pending = list(times)
     accepted = rejected = 0
@@ -209,7 +213,8 @@ def solve_adaptive(
             raise StepSizeError(
                 f"max_steps = {max_steps} accepted steps reached t = {t!r} of [{start}, {end}]"
             )
-        t1 = end if t + h >= end or (end - (t + h)) <= 1e-12 * abs(end) else t + h
+        limit = next((time for time in breaks if time > t), end)
+        t1 = limit if t + h >= limit or (limit - (t + h)) <= 1e-12 * abs(limit) else t + h
         step = t1 - t
         if step <= 4 * math.ulp(max(abs(t), abs(t1))):
             raise StepSizeError(f"the step size underflowed to {step!r} at t = {t!r}")
