@@ -90,7 +90,7 @@ def test_block_bad_t_theta(t_theta, pattern):
         DynamicBlock(nn.Linear(2, 2), [0.0, 1.0, 2.0], t_theta=t_theta)
 
 
-@pytest.mark.parametrize("scheme", ["rk5", "dopri5", ""])
+@pytest.mark.parametrize("scheme", ["rk5", "dopri8", ""])
 def test_block_unknown_scheme_lists_known(scheme):
     with pytest.raises(ValueError, match=rf"^unknown scheme {_lit(scheme)}") as info:
         DynamicBlock(nn.Linear(2, 2), [0.0, 1.0], scheme=scheme)

@@ -108,21 +108,10 @@ def _integrate(
 class _Adjoint(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, options: dict, x: torch.Tensor, *params: torch.Tensor) -> torch.Tensor:
-        from .solve import solve_adaptive
-
-        block = options["block"]
-        with torch.no_grad():
-            solution = solve_adaptive(
-                block,
-                x,
-                scheme=options["tableau"],
-                controller=options["controller"],
-                max_steps=options["max_steps"],
-            )
-        options["forward"] = solution
         ctx.options = options
-        ctx.save_for_backward(solution.y)
-        return solution.y
+        y = options.pop("y")  # the forward solve's, made without autograd
+        ctx.save_for_backward(y)
+        return y
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple:
@@ -176,20 +165,22 @@ class _Adjoint(torch.autograd.Function):
 def adjoint_solve(
     block: DynamicBlock,
     x: torch.Tensor,
+    y: torch.Tensor,
     tableau: ButcherTableau,
     controller: Controller,
     max_steps: int,
     seminorm: bool,
 ) -> tuple[torch.Tensor, dict]:
-    """The final state, with the adjoint backward attached; and the options (work done).
+    """``y``, the forward solve's final state from ``x``, with the adjoint backward attached.
+
+    Also returns the options, which hold the work done.
 
     After backward, ``options["backward_evaluations"]`` holds the backward
     solve's field evaluations.
     """
-    if isinstance(controller.rtol, torch.Tensor) or isinstance(controller.atol, torch.Tensor):
-        raise ValueError("gradient='adjoint' takes scalar rtol and atol")
     params = [p for layer in block.layers for p in layer.parameters() if p.requires_grad]
     options = {
+        "y": y,
         "params": params,
         "block": block,
         "tableau": tableau,

@@ -175,8 +175,13 @@ def solve_adaptive(
     if gradient == "adjoint":
         if times or per_sample:
             raise ValueError("gradient='adjoint' does not take t_eval or per_sample")
-        y, options = adjoint_solve(block, x, tableau, controller, max_steps, bool(seminorm))
-        forward = options["forward"]
+        if isinstance(controller.rtol, torch.Tensor) or isinstance(controller.atol, torch.Tensor):
+            raise ValueError("gradient='adjoint' takes scalar rtol and atol")
+        with torch.no_grad():
+            forward = solve_adaptive(
+                block, x, scheme=tableau, controller=controller, max_steps=max_steps
+            )
+        y, _ = adjoint_solve(block, x, forward.y, tableau, controller, max_steps, bool(seminorm))
         return AdaptiveSolution(
             y, None, forward.t, forward.evaluations, forward.accepted, forward.rejected
         )
