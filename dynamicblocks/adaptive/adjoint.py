@@ -34,7 +34,8 @@ import torch
 from ..core.resolver import Resolver
 from ..methods.runge_kutta import DynamicBlock
 from ..tableaus import ButcherTableau
-from .controller import Controller, StepSizeError, initial_step
+from .controller import Controller, StepSizeError, error_ratio, initial_step
+from .pair import Pair
 
 __all__ = ["adjoint_solve"]
 
@@ -53,7 +54,7 @@ def _integrate(
 
     Steps end at every time of ``breaks`` (sorted).
     """
-    exponent = tableau.embedded_order + 1
+    exponent, pair, c = tableau.embedded_order + 1, Pair(tableau), tableau.c
     slope = field(0.0, z)
     evaluations = 1
 
@@ -72,27 +73,13 @@ def _integrate(
         step = t1 - t
         if step <= 4 * math.ulp(max(abs(t), abs(t1))):
             raise StepSizeError(f"the backward step size underflowed to {step!r} at s = {t!r}")
-        slopes = [slope]
-        for i in range(1, tableau.stages):
-            stage = z
-            for j, coefficient in enumerate(tableau.a[i][:i]):
-                if coefficient != 0.0:
-                    stage = torch.add(stage, slopes[j], alpha=step * coefficient)
-            slopes.append(field(t + tableau.c[i] * step, stage))
+        slopes, z1, error = pair.step(
+            z, step, lambda i, stage, t=t, step=step: field(t + c[i] * step, stage), first=slope
+        )
         evaluations += tableau.stages - 1
-        z1 = z
-        for weight, k in zip(tableau.b, slopes):
-            if weight != 0.0:
-                z1 = torch.add(z1, k, alpha=step * weight)
-        error = sum(
-            step * (w - v) * k[:measured]
-            for w, v, k in zip(tableau.b, tableau.b_embedded, slopes)
-            if w != v
+        ratio = error_ratio(
+            error[:measured], z[:measured], z1[:measured], controller.rtol, controller.atol
         )
-        scale = controller.atol + controller.rtol * torch.maximum(
-            z[:measured].abs(), z1[:measured].abs()
-        )
-        ratio = float(torch.linalg.vector_norm(error / scale) / math.sqrt(measured))
         if ratio <= 1.0:
             t, z, accepted = t1, z1, accepted + 1
             h = step * controller.factor(ratio, previous, exponent, accepted=True)

@@ -50,8 +50,9 @@ def error_ratio(
     error: torch.Tensor, x0: torch.Tensor, x1: torch.Tensor, rtol: Tolerance, atol: Tolerance
 ) -> float:
     """The RMS of ``error / (atol + rtol max(|x0|, |x1|))`` over all entries, on the host."""
-    scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
-    return float(torch.linalg.vector_norm(error / scale) / math.sqrt(error.numel()))
+    with torch.no_grad():
+        scale = atol + rtol * torch.maximum(x0.abs(), x1.abs())
+        return float(torch.linalg.vector_norm(error / scale) / math.sqrt(error.numel()))
 
 
 @dataclass(frozen=True)

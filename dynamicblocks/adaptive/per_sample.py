@@ -19,6 +19,7 @@ import torch
 from ..methods.runge_kutta import DynamicBlock
 from ..tableaus import ButcherTableau
 from .controller import Controller, StepSizeError
+from .pair import Pair
 
 __all__ = ["solve_per_sample"]
 
@@ -55,7 +56,7 @@ def solve_per_sample(
     start, end = block.t[0], block.t[-1]
     n = x.shape[0]
     rtol, atol = controller.rtol, controller.atol
-    a, b, b_hat = tableau.a, tableau.b, tableau.b_embedded
+    pair = Pair(tableau)
     exponent = tableau.embedded_order + 1
     slope = field(x)
     evaluations = 1
@@ -81,21 +82,22 @@ def solve_per_sample(
     previous = torch.zeros(n, dtype=torch.float64)
     accepted = torch.zeros(n, dtype=torch.long)
     rejected = torch.zeros(n, dtype=torch.long)
-    grids: list[list[float]] = [[start] for _ in range(n)]
+    history: list[tuple[torch.Tensor, torch.Tensor]] = []  # (t1, accepted) of every step
     y = x
     reuse = tableau.fsal
-    while bool((t < end).any()):
-        active = t < end
-        if bool((accepted[active] >= max_steps).any()):
-            reached = t[active & (accepted >= max_steps)].min().item()
-            raise StepSizeError(
-                f"max_steps = {max_steps} accepted steps reached t = {reached!r} of "
-                f"[{start}, {end}] in a sample"
-            )
+    active = t < end
+    while bool(active.any()):
+        over = active & (accepted >= max_steps)
         t1 = torch.where((t + h >= end) | (end - (t + h) <= 1e-12 * abs(end)), end, t + h)
         step = torch.where(active, t1 - t, 0.0)
         tiny = active & (step <= 4 * torch.finfo(torch.float64).eps * t1.abs().clamp(min=1.0))
-        if bool(tiny.any()):
+        if bool((over | tiny).any()):  # one host read for both checks
+            if bool(over.any()):
+                reached = t[over].min().item()
+                raise StepSizeError(
+                    f"max_steps = {max_steps} accepted steps reached t = {reached!r} of "
+                    f"[{start}, {end}] in a sample"
+                )
             index = int(tiny.nonzero()[0])
             raise StepSizeError(
                 f"the step size underflowed to {step[index].item()!r} at "
@@ -105,22 +107,19 @@ def solve_per_sample(
         slopes = [slope]
         for i in range(1, tableau.stages):
             stage = y
-            for j, coefficient in enumerate(a[i][:i]):
-                if coefficient != 0.0:
-                    stage = stage + (column * coefficient) * slopes[j]
+            for j, coefficient in pair.rows[i]:
+                stage = stage + (column * coefficient) * slopes[j]
             slopes.append(field(stage))
         evaluations += tableau.stages - 1
         y1 = y
-        for weight, k in zip(b, slopes):
-            if weight != 0.0:
-                y1 = y1 + (column * weight) * k
+        for i, weight in pair.update:
+            y1 = y1 + (column * weight) * slopes[i]
         with torch.no_grad():
-            error = sum((column * (w - v)) * k for w, v, k in zip(b, b_hat, slopes) if w != v)
+            error = sum((column * weight) * slopes[i] for i, weight in pair.error)
             scale = atol + rtol * torch.maximum(y.abs(), y1.abs())
             ratio = _rms(error / scale).to(torch.float64)
         accept = active & (ratio <= 1.0)
-        for index in accept.nonzero().flatten().tolist():
-            grids[index].append(t1[index].item())
+        history.append((t1, accept))
         mask = _column(accept, x)
         y = torch.where(mask, y1, y)
         t = torch.where(accept, t1, t)
@@ -142,10 +141,13 @@ def solve_per_sample(
             )
             h = torch.where(active, step * factor, h)
             previous = torch.where(accept, ratio, previous)
-        if bool((t < end).any()):
-            fresh = slopes[-1] if reuse else field(y)
-            if not reuse:
-                evaluations += 1
-            slope = torch.where(mask, fresh, slopes[0])
-    grids_out = tuple(tuple(grid) for grid in grids)
+        active = t < end
+        if reuse:
+            slope = torch.where(mask, slopes[-1], slopes[0])
+        elif bool(active.any()):
+            evaluations += 1
+            slope = torch.where(mask, field(y), slopes[0])
+    ends = torch.stack([t1 for t1, _ in history]) if history else torch.empty(0, n)
+    taken = torch.stack([accept for _, accept in history]) if history else ends.bool()
+    grids_out = tuple((start, *ends[taken[:, i], i].tolist()) for i in range(n))
     return y, grids_out, evaluations, tuple(accepted.tolist()), tuple(rejected.tolist())

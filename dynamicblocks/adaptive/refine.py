@@ -12,11 +12,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .._validate import check_tensor
 from ..core.resolver import Resolver
-from ..methods.runge_kutta import DynamicBlock, _combine
+from ..methods.runge_kutta import DynamicBlock
 from ..tableaus import SchemeLike
 from .controller import Controller, error_ratio
+from .pair import Pair
 from .solve import _pair
 
 __all__ = ["step_errors", "refine_by_error_"]
@@ -48,27 +48,20 @@ def step_errors(
         ValueError: for a scheme without an error estimate, or tolerances that
             are not positive and finite.
     """
-    if not isinstance(block, DynamicBlock):
-        raise TypeError(f"block must be a DynamicBlock, got {type(block).__name__}")
-    check_tensor("x", x)
-    tableau = _pair(block, scheme)
+    tableau = _pair(block, x, scheme)
     controller = Controller(rtol, atol)
     resolver = Resolver(block.t, block.t_theta, block.interpolation, groups=1)
     evaluations = [[resolver(k, c) for c in tableau.c] for k in range(block.num_steps)]
-    ratios = []
+    pair, ratios = Pair(tableau), []
     with torch.no_grad():
         states = block(x, return_trajectory=True)
         fields = block.fields(slots=resolver.slots()[0])
         for k, (t_k, t_next) in enumerate(zip(block.t, block.t[1:])):
-            h, y, slopes = t_next - t_k, states[k], []
-            for i, evaluation in enumerate(evaluations[k]):
-                increments = tuple((j, h * a) for j, a in enumerate(tableau.a[i][:i]) if a != 0.0)
-                slopes.append(fields(evaluation, _combine(y, increments, slopes)))
-            y1 = _combine(y, tuple((i, h * b) for i, b in enumerate(tableau.b) if b != 0.0), slopes)
-            error = sum(
-                h * (b - v) * s for b, v, s in zip(tableau.b, tableau.b_embedded, slopes) if b != v
+            stages = evaluations[k]
+            _, y1, error = pair.step(
+                states[k], t_next - t_k, lambda i, state, stages=stages: fields(stages[i], state)
             )
-            ratios.append(error_ratio(error, y, y1, controller.rtol, controller.atol))
+            ratios.append(error_ratio(error, states[k], y1, controller.rtol, controller.atol))
     return torch.tensor(ratios, dtype=torch.float64)
 
 

@@ -18,18 +18,18 @@ costs what the adaptive solve did and computes the same values.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 
 from .._validate import check_tensor, int_in_range, one_of
-from ..core.fields import Evaluation, Fields
 from ..core.resolver import Resolver
-from ..methods.runge_kutta import DynamicBlock, _combine
+from ..methods.runge_kutta import DynamicBlock
 from ..tableaus import TABLEAUS, ButcherTableau, SchemeLike, get_tableau
 from .adjoint import adjoint_solve
 from .controller import Controller, StepSizeError, error_ratio, initial_step
+from .pair import Pair
 from .per_sample import solve_per_sample
 
 __all__ = ["AdaptiveSolution", "StepSizeError", "solve_adaptive"]
@@ -55,7 +55,11 @@ class AdaptiveSolution:
     rejected: int | tuple[int, ...]
 
 
-def _pair(block: DynamicBlock, scheme: SchemeLike | None) -> ButcherTableau:
+def _pair(block: object, x: object, scheme: SchemeLike | None) -> ButcherTableau:
+    """The embedded pair to step ``block`` with, after checking ``block`` and ``x``."""
+    if not isinstance(block, DynamicBlock):
+        raise TypeError(f"block must be a DynamicBlock, got {type(block).__name__}")
+    check_tensor("x", x)
     tableau = block.tableau if scheme is None else get_tableau(scheme)
     if not tableau.embedded:
         raise ValueError(
@@ -91,16 +95,26 @@ class _Field:
     def __init__(self, block: DynamicBlock, tableau: ButcherTableau) -> None:
         self.block, self.tableau, self.evaluations = block, tableau, 0
         self.shared = len(block.t_theta) == 1
+        self._shared: Callable[[int, torch.Tensor], torch.Tensor] | None = None
 
-    def step(self, t0: float, t1: float) -> tuple[Fields, list[Evaluation]]:
+    def step(self, t0: float, t1: float) -> Callable[[int, torch.Tensor], torch.Tensor]:
+        """``evaluate(i, x)``: stage ``i`` of a step (resolved once for shared weights)."""
+        if self._shared is not None:
+            return self._shared
         resolver = Resolver((t0, t1), self.block.t_theta, self.block.interpolation, groups=1)
         evaluations = [resolver(0, c) for c in self.tableau.c]
-        return self.block.fields(slots=resolver.slots()[0]), evaluations
+        fields = self.block.fields(slots=resolver.slots()[0])
+
+        def evaluate(i: int, x: torch.Tensor) -> torch.Tensor:
+            return fields(evaluations[i], x)
+
+        if self.shared:  # one control: the same at every time
+            self._shared = evaluate
+        return evaluate
 
     def at(self, time: float, x: torch.Tensor) -> torch.Tensor:
-        fields, (evaluation, *_) = self.step(time, time + 1.0)
         self.evaluations += 1
-        return fields(evaluation, x)
+        return self.step(time, time + 1.0)(0, x)
 
 
 def solve_adaptive(
@@ -161,10 +175,7 @@ def solve_adaptive(
             step falls below the resolution of the time (the message gives the
             time reached and the step).
     """
-    if not isinstance(block, DynamicBlock):
-        raise TypeError(f"block must be a DynamicBlock, got {type(block).__name__}")
-    check_tensor("x", x)
-    tableau = _pair(block, scheme)
+    tableau = _pair(block, x, scheme)
     controller = Controller(rtol, atol) if controller is None else controller
     max_steps = int_in_range("max_steps", max_steps, 1)
     start, end = block.t[0], block.t[-1]
@@ -194,7 +205,7 @@ def solve_adaptive(
         return AdaptiveSolution(y, None, grids, evaluations, accepted, rejected)
     field = _Field(block, tableau)
     exponent = tableau.embedded_order + 1
-    a, b, b_hat = tableau.a, tableau.b, tableau.b_embedded
+    pair = Pair(tableau)
     reuse = tableau.fsal and field.shared
 
     slope = field.at(start, x)
@@ -223,21 +234,9 @@ def solve_adaptive(
         step = t1 - t
         if step <= 4 * math.ulp(max(abs(t), abs(t1))):
             raise StepSizeError(f"the step size underflowed to {step!r} at t = {t!r}")
-        fields, evaluations = field.step(t, t1)
-        slopes = [slope]
-        for i in range(1, tableau.stages):
-            increments = tuple(
-                (j, step * coefficient)
-                for j, coefficient in enumerate(a[i][:i])
-                if coefficient != 0.0
-            )
-            slopes.append(fields(evaluations[i], _combine(y, increments, slopes)))
+        slopes, y1, error = pair.step(y, step, field.step(t, t1), first=slope)
         field.evaluations += tableau.stages - 1
-        update = tuple((i, step * weight) for i, weight in enumerate(b) if weight != 0.0)
-        y1 = _combine(y, update, slopes)
-        with torch.no_grad():
-            error = sum(step * (w - v) * s for w, v, s in zip(b, b_hat, slopes) if w != v)
-            ratio = error_ratio(error, y, y1, controller.rtol, controller.atol)
+        ratio = error_ratio(error, y, y1, controller.rtol, controller.atol)
         if ratio <= 1.0:
             while pending and pending[0] <= t1:
                 outputs.append((pending.pop(0), t, t1, y, y1, slopes))
