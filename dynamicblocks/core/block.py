@@ -235,6 +235,26 @@ class TimeBlock(MemoryModule):
                 states.append(state)
         return states if keep else [state]
 
+    def _run(
+        self, state: State, return_trajectory: bool = False, return_pair: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        """What a ``forward`` returns: the last state's first entry, by default.
+
+        ``return_trajectory``: the first entries of every state, from the
+        initial one, stacked; ``return_pair``: the last state's first two
+        entries (e.g. ``(x_N, x_{N-1})``).
+
+        Raises:
+            ValueError: if both are asked for.
+        """
+        if return_pair and return_trajectory:
+            raise ValueError("return_pair and return_trajectory cannot both be true")
+        states = self.integrate(state, return_trajectory)
+        if return_trajectory:
+            return torch.stack([state[0], *(step[0] for step in states)])
+        last = states[-1]
+        return (last[0], last[1]) if return_pair else last[0]
+
     def _inverse(self, state: State) -> State:
         """The state that :meth:`integrate` maps to ``state``, by the method's inverse steps."""
         fields, inverse, plan = self.fields(), self._method.inverse_step, self._plan

@@ -183,7 +183,4 @@ class IMEXBlock(TimeBlock):
             ValueError: if the layer or the operator returns another shape than
                 its input's, naming the block and both shapes.
         """
-        states = self.integrate((x,), return_trajectory)
-        if return_trajectory:
-            return torch.stack([x, *(state[0] for state in states)])
-        return states[-1][0]
+        return self._run((x,), return_trajectory)

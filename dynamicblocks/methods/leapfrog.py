@@ -203,13 +203,7 @@ class LeapfrogBlock(TimeBlock):
                 input's, naming the block, the layer and both shapes (in every
                 memory mode).
         """
-        if return_pair and return_trajectory:
-            raise ValueError("return_pair and return_trajectory cannot both be true")
-        states = self.integrate((x, x_prev), return_trajectory)
-        if return_trajectory:
-            return torch.stack([x, *(state[0] for state in states)])
-        y, y_prev = states[-1]
-        return (y, y_prev) if return_pair else y
+        return self._run((x, x_prev), return_trajectory, return_pair)
 
     def inverse(self, y_last: torch.Tensor, y_before_last: torch.Tensor) -> Pair:
         """Recover ``(y_0, y_{-1})`` from ``(y_N, y_{N-1})`` (``forward(..., return_pair=True)``).

@@ -230,10 +230,6 @@ class LMBlock(TimeBlock):
             ValueError: if both ``return_pair`` and ``return_trajectory`` are
                 set, or the layer returns another shape than its input's.
         """
-        if return_pair and return_trajectory:
+        if return_pair and return_trajectory:  # before the gates draw random numbers
             raise ValueError("return_pair and return_trajectory cannot both be true")
-        states = self.integrate((x, x_prev, *self._gates(x)), return_trajectory)
-        if return_trajectory:
-            return torch.stack([x, *(state[0] for state in states)])
-        x_last, x_before = states[-1][:2]
-        return (x_last, x_before) if return_pair else x_last
+        return self._run((x, x_prev, *self._gates(x)), return_trajectory, return_pair)

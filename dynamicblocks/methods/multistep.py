@@ -224,11 +224,7 @@ class MultistepBlock(TimeBlock):
             ValueError: if the layer returns a tensor of another shape than its
                 input's (or no tensor), naming the block and both shapes.
         """
-        order = self._method.order
-        states = self.integrate((x, *([None] * (order - 1))), return_trajectory)
-        if return_trajectory:
-            return torch.stack([x, *(state[0] for state in states)])
-        return states[-1][0]
+        return self._run((x, *([None] * (self._method.order - 1))), return_trajectory)
 
 
 def _method(scheme: str, start: SchemeLike | None) -> AdamsBashforth:

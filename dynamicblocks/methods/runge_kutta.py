@@ -236,7 +236,4 @@ class DynamicBlock(TimeBlock):
                 input's (or no tensor), naming the block, the layer and both
                 shapes (in every memory mode), rather than broadcasting it.
         """
-        states = self.integrate((x,), return_trajectory)
-        if return_trajectory:
-            return torch.stack([x, *(state[0] for state in states)])
-        return states[-1][0]
+        return self._run((x,), return_trajectory)
