@@ -12,10 +12,12 @@ from .manifest import (
     time_blocks,
 )
 from .memory import MEMORY_MODES, set_memory
+from .methods.alf import ALFBlock
 from .methods.imex import IMEXBlock
 from .methods.leapfrog import LeapfrogBlock
 from .methods.lm_resnet import LMBlock
 from .methods.multistep import ADAMS_BASHFORTH, MultistepBlock
+from .methods.reversible_heun import ReversibleHeunBlock
 from .methods.runge_kutta import DynamicBlock
 from .methods.theta import ConvergenceError, ConvergenceWarning, ImplicitBlock
 from .methods.verlet import HamiltonianBlock
@@ -62,6 +64,8 @@ __all__ = [
     "IMEX_SCHEMES",
     "IMEXTableau",
     "IMEXBlock",
+    "ReversibleHeunBlock",
+    "ALFBlock",
     "ConvOperator",
     "DenseOperator",
     "LMBlock",

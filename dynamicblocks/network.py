@@ -12,10 +12,12 @@ from torch import nn
 from ._validate import one_of, positive_int
 from .core.block import TimeBlock
 from .grid import GridLike
+from .methods.alf import ALFBlock
 from .methods.imex import IMEXBlock
 from .methods.leapfrog import LeapfrogBlock
 from .methods.lm_resnet import LMBlock
 from .methods.multistep import MultistepBlock
+from .methods.reversible_heun import ReversibleHeunBlock
 from .methods.runge_kutta import DynamicBlock
 from .methods.theta import ImplicitBlock
 from .methods.verlet import HamiltonianBlock
@@ -34,6 +36,8 @@ BLOCKS: dict[str, type[TimeBlock]] = {
     "multistep": MultistepBlock,
     "lm": LMBlock,
     "imex": IMEXBlock,
+    "reversible_heun": ReversibleHeunBlock,
+    "alf": ALFBlock,
 }
 """The block kinds a :class:`Stage` can name, and their classes."""
 

@@ -89,6 +89,8 @@ class TimeBlock(MemoryModule):
     _t_theta: tuple[float, ...]
     _interpolation: str
     _report: Any = None  # where a method reports its solves; ImplicitBlock records them
+    _steer: float = 0.0
+    _stats: Any = None  # the regularisers' collector while ode_regularizers is open
 
     def _build(
         self,
@@ -173,13 +175,18 @@ class TimeBlock(MemoryModule):
                 module.reset_parameters()
 
     def fields(
-        self, detached: bool = False, group: int = 0, slots: Sequence[Slot] | None = None
+        self,
+        detached: bool = False,
+        group: int = 0,
+        slots: Sequence[Slot] | None = None,
+        scale: float = 1.0,
     ) -> Fields:
         """The fields for one pass, every blended slot of ``group`` computed once.
 
         ``slots`` replaces the plan's slots of ``group``: those of evaluations
         resolved on another grid (an adaptive step's, see
-        :mod:`dynamicblocks.adaptive`).
+        :mod:`dynamicblocks.adaptive`). ``scale`` multiplies every evaluation
+        (STEER, see :attr:`steer`).
         """
         return Fields(
             self.control_layers(),
@@ -188,7 +195,52 @@ class TimeBlock(MemoryModule):
             type(self).__name__,
             detached,
             self._report,
+            scale,
         )
+
+    # ------------------------------------------------------------- STEER and regularisers
+
+    @property
+    def steer(self) -> float:
+        """STEER's half-width ``b``: in training the end time is drawn from ``[T - b, T + b]``.
+
+        Each forward pass in training mode draws ``T'`` uniformly from
+        ``[T - b, T + b]`` (``T = t[-1]``) and integrates to it on the grid
+        scaled by ``(T' - t[0]) / (T - t[0])``, control times included (Ghosh
+        et al., "STEER: simple temporal regularization for neural ODEs",
+        NeurIPS 2020). For the first-order methods here this equals
+        multiplying every field by that factor, which is how it is done. The
+        draw uses torch's default CPU generator (``torch.manual_seed``
+        reproduces it). ``0`` (default) is off; evaluation mode never draws.
+        Set it for a whole network with :func:`~dynamicblocks.set_steer`.
+
+        Raises:
+            ValueError: if ``b`` is not in ``[0, t[-1] - t[0])``, or the method
+                is not first order in time (its fields cannot be rescaled).
+        """
+        return self._steer
+
+    @steer.setter
+    def steer(self, b: float) -> None:
+        span = self._t[-1] - self._t[0]
+        if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0.0 <= b < span:
+            raise ValueError(
+                f"{type(self).__name__}.steer must be a number in [0, {span:g}) "
+                f"(the half-width of the end time's range, less than t[-1] - t[0]), got {b!r}"
+            )
+        if b and not self._method.time_scalable:
+            raise ValueError(
+                f"{type(self).__name__}.steer needs a first-order method whose fields can be "
+                f"rescaled in time; {self._method.name} is not one"
+            )
+        self._steer = float(b)
+
+    def _time_scale(self) -> float:
+        """This pass's factor on the fields: STEER's draw in training, else 1."""
+        if not self._steer or not self.training:
+            return 1.0
+        span = self._t[-1] - self._t[0]
+        return 1.0 + self._steer * (2.0 * float(torch.rand(())) - 1.0) / span
 
     # ---------------------------------------------------------------------- the loop
 
@@ -204,7 +256,13 @@ class TimeBlock(MemoryModule):
         """Checkpointing's contexts: none for the forward, buffers kept for the recomputation."""
         return nullcontext(), buffers_restored(self)
 
-    def integrate(self, state: State, keep: bool = False, mode: str | None = None) -> list[State]:
+    def integrate(
+        self,
+        state: State,
+        keep: bool = False,
+        mode: str | None = None,
+        scale: float | None = None,
+    ) -> list[State]:
         """Step ``state`` over the whole grid.
 
         Args:
@@ -212,16 +270,32 @@ class TimeBlock(MemoryModule):
                 method allows, e.g. no previous state).
             keep: return the state after every step, not only the last.
             mode: the memory mode (default: this pass's, from :attr:`memory`).
+            scale: the factor on every field (default: STEER's draw, see
+                :attr:`steer`).
 
         Returns:
             The states after every step if ``keep``, else a list holding the last.
+
+        Raises:
+            ValueError: if regularisers are being collected
+                (:func:`~dynamicblocks.ode_regularizers`) in a memory mode other
+                than ``"full"``.
         """
         mode = self._mode(keep) if mode is None else mode
+        scale = self._time_scale() if scale is None else scale
+        if self._stats is not None and mode != "full":
+            raise ValueError(
+                f"{type(self).__name__} runs with memory={mode!r}, but the regularisers "
+                "are taken from the stages autograd stores: set memory='full' "
+                "(dynamicblocks.set_memory(model, 'full')) while collecting them"
+            )
         if mode == "adjoint":
-            return adjoint_solve(self, state, keep)
+            return adjoint_solve(self, state, keep, scale)
         if mode == "reversible":
-            return [reversible_solve(self, state)]
-        fields, step, plan = self.fields(), self._method.step, self._plan
+            return [reversible_solve(self, state, scale)]
+        fields, step, plan = self.fields(scale=scale), self._method.step, self._plan
+        if self._stats is not None:
+            fields = self._stats.recording(fields)
         if mode == "checkpoint":
 
             def advance(k: int, *state: torch.Tensor | None) -> State:

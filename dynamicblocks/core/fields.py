@@ -27,7 +27,7 @@ from torch.func import functional_call
 from .._validate import check_layer_output
 from ..weights import StageControl
 
-__all__ = ["Evaluation", "Slot", "Fields"]
+__all__ = ["Evaluation", "Carried", "Initial", "Slot", "Fields"]
 
 
 class Evaluation(NamedTuple):
@@ -36,6 +36,33 @@ class Evaluation(NamedTuple):
     field: int  # which of the block's fields (layer lists)
     module: int  # the control whose module runs it (its buffers are used)
     blend: int | None  # slot of blended parameters, or None for the module's own
+
+    carried = False  # see Carried
+    initial = False  # see Initial
+
+
+class Carried(Evaluation):
+    """An evaluation at a step's output that the next step reads from the state.
+
+    Equal (and hashing equal) to the :class:`Evaluation` it marks. It tells
+    ``memory="reversible"`` to take the evaluation's record from the inverse
+    of the following step (see :mod:`dynamicblocks.memory.reversible`).
+    """
+
+    __slots__ = ()
+    carried = True
+
+
+class Initial(Evaluation):
+    """An evaluation that only starts a solve (e.g. a velocity ``f(t_0, x_0)``).
+
+    Equal to the :class:`Evaluation` it marks. No inverse step rebuilds it, so
+    ``memory="reversible"`` evaluates it afresh when it replays the first
+    step (see :mod:`dynamicblocks.memory.reversible`).
+    """
+
+    __slots__ = ()
+    initial = True
 
 
 class Slot(NamedTuple):
@@ -60,6 +87,9 @@ class Fields:
             (for :meth:`vjp`) instead of recording the blend for autograd.
         report: where a method reports its solves (see
             :class:`~dynamicblocks.ImplicitBlock`), if anywhere.
+        scale: a factor on every evaluation: ``s f`` integrates the same ODE
+            over an ``s`` times longer interval (STEER's random end time, see
+            :func:`~dynamicblocks.set_steer`).
     """
 
     def __init__(
@@ -70,7 +100,9 @@ class Fields:
         block: str,
         detached: bool = False,
         report: Callable | None = None,
+        scale: float = 1.0,
     ) -> None:
+        self.scale = scale
         self.layers = [list(field) for field in layers]
         self.names = names
         self.slots = slots
@@ -94,11 +126,15 @@ class Fields:
         x: torch.Tensor,
         shape: torch.Size | None = None,
         args: tuple = (),
+        weight: float = 0.0,
     ) -> torch.Tensor:
         """The field of ``evaluation`` at ``x``, checked to have ``x``'s shape (or ``shape``).
 
         ``args`` are passed to the layer after ``x`` (e.g. the step factor of an
-        IMEX block's linear solve).
+        IMEX block's linear solve). ``weight`` is the evaluation's weight in the
+        method's quadrature of ``integral r(x(t), t) dt`` over the solve (``h b_i``
+        for a Runge-Kutta stage); it is read by the regularisers
+        (:class:`~dynamicblocks.core.stats.RecordingFields`) and ignored here.
 
         Raises:
             ValueError: if the layer returns another shape (or no tensor).
@@ -109,7 +145,7 @@ class Fields:
         else:
             out = functional_call(layer, self.blends[evaluation.blend], (x, *args))
         check_layer_output(self.block, layer, x, out, shape)  # host metadata only
-        return out
+        return out if self.scale == 1.0 else out * self.scale
 
     def inputs(self, evaluation: Evaluation) -> list[torch.Tensor]:
         """The trainable tensors an evaluation reads: its module's parameters, or its slot's."""

@@ -49,25 +49,26 @@ ADJOINT_GROUP = 1
 State = tuple
 
 
-def adjoint_solve(block: Any, state: State, keep: bool) -> list[State]:
+def adjoint_solve(block: Any, state: State, keep: bool, scale: float = 1.0) -> list[State]:
     """The states of ``block.integrate(state, keep)``, with gradients by the adjoint method.
 
     ``block`` is a :class:`~dynamicblocks.core.TimeBlock` whose method has an
-    ``adjoint_step``.
+    ``adjoint_step``; ``scale`` multiplies the fields (see
+    :attr:`~dynamicblocks.core.TimeBlock.steer`).
     """
     params = tuple(block.parameters())
-    flat = _Adjoint.apply(block, keep, len(state), *state, *params)
+    flat = _Adjoint.apply(block, keep, scale, len(state), *state, *params)
     width = len(state)
     return [tuple(flat[i : i + width]) for i in range(0, len(flat), width)]
 
 
 class _Adjoint(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, block: Any, keep: bool, width: int, *inputs: torch.Tensor):
-        states = block.integrate(tuple(inputs[:width]), keep, mode="full")  # no grad in here
+    def forward(ctx: Any, block: Any, keep: bool, scale: float, width: int, *inputs: torch.Tensor):
+        states = block.integrate(tuple(inputs[:width]), keep, mode="full", scale=scale)
         flat = [value for state in states for value in state]
         record(ctx, block, inputs[width:])
-        ctx.keep, ctx.width = keep, width
+        ctx.keep, ctx.width, ctx.scale = keep, width, scale
         ctx.save_for_backward(*flat)
         return tuple(flat)
 
@@ -82,7 +83,7 @@ class _Adjoint(torch.autograd.Function):
         state, a = stored[-1], cotangents[-1]
         grads: dict[torch.Tensor, torch.Tensor] = {}
         with replay(ctx, "adjoint"), torch.no_grad():
-            fields = block.fields(detached=True, group=ADJOINT_GROUP)
+            fields = block.fields(detached=True, group=ADJOINT_GROUP, scale=ctx.scale)
             for k in reversed(range(block.num_steps)):
                 if keep:  # the stored state, rather than the one rebuilt backwards
                     state = stored[k]
@@ -90,4 +91,4 @@ class _Adjoint(torch.autograd.Function):
                 if keep and k > 0:
                     a = tuple(u + v for u, v in zip(a, cotangents[k - 1]))
         grads = fields.parameter_gradients(grads)
-        return (None, None, None, *a, *(grads.get(p) for p in ctx.params))
+        return (None, None, None, None, *a, *(grads.get(p) for p in ctx.params))

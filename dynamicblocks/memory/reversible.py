@@ -14,6 +14,16 @@ one step, whatever the number of steps. A new method gets this mode by
 writing its ``inverse_step`` so that it evaluates the same fields at the same
 states as its ``step`` (each evaluation of a step at most once).
 
+A method that carries an evaluation in its state (the next step reads
+``f(x_{k+1})``, computed at the end of step ``k``, as reversible Heun does)
+marks that evaluation :class:`~dynamicblocks.core.fields.Carried` in its plan. Its inverse step then
+evaluates the field at the state it rebuilds (``f(x_k)``, for the state
+before the step), and the replay of step ``k - 1`` takes that record for its
+carried evaluation; the last step's carried evaluation, which no inverse
+rebuilds, is evaluated afresh, once. An evaluation that only starts the
+solve (marked :class:`~dynamicblocks.core.fields.Initial`, e.g. a first
+velocity ``f(t_0, x_0)``) is likewise evaluated afresh.
+
 Accuracy: the reconstruction is exact only up to round-off, so the gradients
 equal those of backpropagation through stored activations up to the round-off
 of the inverse (about ``1e-12`` relative in float64 for well-conditioned fields
@@ -47,17 +57,19 @@ from .guards import first_order_only, record, replay
 __all__ = ["reversible_solve"]
 
 State = tuple
+Records = dict  # Evaluation -> (leaf x, f(x), inputs, fields, grads)
 
 
-def reversible_solve(block: Any, state: State) -> State:
+def reversible_solve(block: Any, state: State, scale: float = 1.0) -> State:
     """The final state of ``block.integrate(state)``, back-propagated reversibly.
 
     ``block`` is a :class:`~dynamicblocks.core.TimeBlock` whose method has an
     ``inverse_step``. Entries of ``state`` may be ``None`` (e.g. no previous
-    state for a leapfrog); the output has only tensors.
+    state for a leapfrog); the output has only tensors. ``scale`` multiplies
+    the fields (see :attr:`~dynamicblocks.core.TimeBlock.steer`).
     """
     params = tuple(block.parameters())
-    return _Reversible.apply(block, len(state), *state, *params)
+    return _Reversible.apply(block, scale, len(state), *state, *params)
 
 
 class _Replayed(torch.autograd.Function):
@@ -80,10 +92,11 @@ class _Replayed(torch.autograd.Function):
 
 class _Reversible(torch.autograd.Function):
     @staticmethod
-    def forward(ctx: Any, block: Any, width: int, *inputs: torch.Tensor | None):
+    def forward(ctx: Any, block: Any, scale: float, width: int, *inputs: torch.Tensor | None):
         state = tuple(inputs[:width])
-        (out,) = block.integrate(state, False, mode="full")  # no grad in here
+        (out,) = block.integrate(state, False, mode="full", scale=scale)  # no grad in here
         record(ctx, block, inputs[width:])
+        ctx.scale = scale
         ctx.missing = tuple(value is None for value in state)
         ctx.save_for_backward(*out)
         return tuple(out)
@@ -94,16 +107,27 @@ class _Reversible(torch.autograd.Function):
         block = ctx.block
         state: State = ctx.saved_tensors
         grads: dict[torch.Tensor, torch.Tensor] = {}
+        carried: Records = {}
         with replay(ctx, "reversible"):
-            fields = block.fields(detached=True)
+            fields = block.fields(detached=True, scale=ctx.scale)
             for k in reversed(range(block.num_steps)):
                 missing = ctx.missing if k == 0 else None
-                state, cotangent = _back_step(
-                    block.method, block.plan[k], state, cotangent, fields, grads, missing
+                state, cotangent, carried = _back_step(
+                    block.method, block.plan[k], state, cotangent, fields, grads, missing, carried
                 )
         grads = fields.parameter_gradients(grads)
-        inputs = tuple(g if ctx.needs_input_grad[2 + i] else None for i, g in enumerate(cotangent))
-        return (None, None, *inputs, *(grads.get(p) for p in ctx.params))
+        inputs = tuple(g if ctx.needs_input_grad[3 + i] else None for i, g in enumerate(cotangent))
+        return (None, None, None, *inputs, *(grads.get(p) for p in ctx.params))
+
+
+def _record(
+    fields: Any, grads: dict, evaluation: Any, x: torch.Tensor, shape: torch.Size | None
+) -> tuple:
+    """Evaluate ``evaluation`` at a leaf copy of ``x`` with autograd (for a later VJP)."""
+    with torch.enable_grad():
+        leaf = x.detach().requires_grad_()
+        f = fields(evaluation, leaf, shape)
+    return leaf, f, tuple(fields.inputs(evaluation)), fields, grads
 
 
 def _back_step(
@@ -114,22 +138,28 @@ def _back_step(
     fields: Any,
     grads: dict,
     missing: tuple[bool, ...] | None,
-) -> tuple[State, tuple]:
+    carried: Records,
+) -> tuple[State, tuple, Records]:
     """Rebuild the input of one step from its output, and pull ``cotangent`` back through it.
 
-    ``missing`` marks the entries of the first step's input that were ``None``.
+    ``missing`` marks the entries of the first step's input that were ``None``;
+    ``carried`` holds the records the inverse of the following step left for
+    this step's carried evaluations. Returns the input, its cotangent
+    and the records this step's inverse leaves for the step before.
     """
-    recorded: dict = {}
+    recorded: Records = {}
 
-    def evaluate(evaluation: Any, x: torch.Tensor, shape: torch.Size | None = None):
-        with torch.enable_grad():
-            leaf = x.detach().requires_grad_()
-            f = fields(evaluation, leaf, shape)
-        recorded[evaluation] = (leaf, f, tuple(fields.inputs(evaluation)), fields, grads)
-        return f.detach()
+    def evaluate(evaluation: Any, x: torch.Tensor, shape: torch.Size | None = None, **_: Any):
+        recorded[evaluation] = found = _record(fields, grads, evaluation, x, shape)
+        return found[1].detach()
 
-    def replayed(evaluation: Any, x: torch.Tensor, shape: torch.Size | None = None):
-        return _Replayed.apply(x, recorded.pop(evaluation))
+    def replayed(evaluation: Any, x: torch.Tensor, shape: torch.Size | None = None, **_: Any):
+        found = None
+        if not evaluation.initial:
+            found = (carried if evaluation.carried else recorded).pop(evaluation, None)
+        if found is None:  # no inverse made it: evaluate it afresh, once
+            found = _record(fields, grads, evaluation, x, shape)
+        return _Replayed.apply(x, found)
 
     with torch.no_grad():
         before = method.inverse_step(plan, state, evaluate)
@@ -144,4 +174,4 @@ def _back_step(
     for leaf in leaves:
         grad = None if leaf is None else next(found)
         back.append(torch.zeros_like(leaf) if leaf is not None and grad is None else grad)
-    return before, tuple(back)
+    return before, tuple(back), recorded

@@ -15,18 +15,24 @@ Each module holds one method and the block that steps by it:
 * :mod:`~dynamicblocks.methods.lm_resnet`: LM-ResNet's linear two-step
   method, :class:`~dynamicblocks.LMBlock`;
 * :mod:`~dynamicblocks.methods.imex`: implicit-explicit Runge-Kutta pairs for
-  ``x' = f(x) - L x``, :class:`~dynamicblocks.IMEXBlock`.
+  ``x' = f(x) - L x``, :class:`~dynamicblocks.IMEXBlock`;
+* :mod:`~dynamicblocks.methods.reversible_heun`: reversible Heun for any
+  field, :class:`~dynamicblocks.ReversibleHeunBlock`;
+* :mod:`~dynamicblocks.methods.alf`: the asynchronous leapfrog for any field,
+  :class:`~dynamicblocks.ALFBlock`.
 
 :mod:`~dynamicblocks.methods.base` says what a method supplies;
 :mod:`~dynamicblocks.methods.fixed_point` is the Anderson solver of the implicit
 methods.
 """
 
+from .alf import ALFBlock, AsynchronousLeapfrog
 from .base import Method
 from .imex import IMEXBlock, IMEXRungeKutta
 from .leapfrog import Leapfrog, LeapfrogBlock
 from .lm_resnet import LinearTwoStep, LMBlock
 from .multistep import AdamsBashforth, MultistepBlock
+from .reversible_heun import ReversibleHeun, ReversibleHeunBlock
 from .runge_kutta import DynamicBlock, RungeKutta
 from .theta import ImplicitBlock, ThetaMethod
 from .verlet import HamiltonianBlock, Verlet
@@ -40,6 +46,8 @@ __all__ = [
     "AdamsBashforth",
     "LinearTwoStep",
     "IMEXRungeKutta",
+    "ReversibleHeun",
+    "AsynchronousLeapfrog",
     "DynamicBlock",
     "ImplicitBlock",
     "HamiltonianBlock",
@@ -47,4 +55,6 @@ __all__ = [
     "MultistepBlock",
     "LMBlock",
     "IMEXBlock",
+    "ReversibleHeunBlock",
+    "ALFBlock",
 ]

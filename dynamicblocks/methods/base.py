@@ -36,11 +36,19 @@ class Method:
     * ``live_times``: the times ``c`` (fractions of a step) of the
       evaluations whose value reaches the step's result, for
       :func:`~dynamicblocks.weights.check_controls_used` (an instance may
-      override it).
+      override it);
+    * ``time_scalable``: whether multiplying every field by ``s`` integrates
+      the same ODE over an ``s`` times longer interval (first-order methods;
+      needed by STEER, :attr:`~dynamicblocks.core.TimeBlock.steer`);
+    * ``quadrature``: whether ``step`` passes each evaluation its weight in a
+      quadrature of the solve (``evaluate(..., weight=h b_i)``), which the
+      regularisers of :func:`~dynamicblocks.ode_regularizers` integrate with.
     """
 
     fields: ClassVar[int] = 1
     live_times: tuple[float, ...] = (0.0,)
+    time_scalable: ClassVar[bool] = False
+    quadrature: ClassVar[bool] = False
 
     @property
     def name(self) -> str:

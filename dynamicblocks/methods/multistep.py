@@ -95,6 +95,8 @@ class AdamsBashforth(Method):
     ``order - 1`` steps, ``None`` before they exist.
     """
 
+    time_scalable = True
+
     def __init__(self, order: int, start: ButcherTableau | None) -> None:
         self.order = order
         self.start = start

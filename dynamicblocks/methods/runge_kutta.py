@@ -72,6 +72,9 @@ def live_stage_times(tableau: ButcherTableau) -> tuple[float, ...]:
 class RungeKutta(Method):
     """The explicit Runge-Kutta method of a Butcher tableau."""
 
+    time_scalable = True
+    quadrature = True  # stage i of a step weighs h b_i
+
     def __init__(self, tableau: ButcherTableau) -> None:
         self.tableau = tableau
         self.live_times = live_stage_times(tableau)
@@ -107,8 +110,9 @@ class RungeKutta(Method):
     def step(self, plan: _Step, state: State, evaluate: Any) -> State:
         (x,) = state
         slopes: list[torch.Tensor] = []
-        for stage in plan.stages:
-            slopes.append(evaluate(stage.evaluation, _combine(x, stage.increments, slopes)))
+        for stage, weight in zip(plan.stages, plan.weights):
+            xi = _combine(x, stage.increments, slopes)
+            slopes.append(evaluate(stage.evaluation, xi, weight=weight))
         return (_combine(x, plan.update, slopes),)
 
     def adjoint_step(

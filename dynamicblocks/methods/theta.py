@@ -88,6 +88,8 @@ class ThetaMethod(Method):
     ``report`` of the fields it is given (the block records them).
     """
 
+    time_scalable = True
+
     def __init__(
         self,
         scheme: str = "backward_euler",

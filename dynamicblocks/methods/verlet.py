@@ -48,6 +48,7 @@ class Verlet(Method):
     """
 
     fields = 2
+    time_scalable = True
 
     @property
     def name(self) -> str:
