@@ -37,6 +37,7 @@ from .nn.connective import ConnectiveUnit
 from .nn.layers import MLP, DoubleLayer, DoubleSymLayer, PreactDoubleLayer
 from .nn.norms import TvNorm, make_norm
 from .nn.operators import ConvOperator, DenseOperator
+from .ode_regularizers import SolveStats, ode_regularizers, set_steer
 from .projection import projection_matrix
 from .regularization import time_regularization
 from .stability import (
@@ -97,6 +98,9 @@ __all__ = [
     "ConvergenceWarning",
     "refine_to_match_",
     "time_regularization",
+    "ode_regularizers",
+    "set_steer",
+    "SolveStats",
     "projection_matrix",
     "remanifest",
     "refine_",

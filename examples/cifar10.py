@@ -50,6 +50,7 @@ from dynamicblocks.train import (
     TrainConfig,
     Trainer,
     atomic_write_text,
+    check_model,
     evaluate,
     load_checkpoint,
     remove_leftovers,
@@ -197,6 +198,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "every step (the original code: 0.5 1.5)",
     )
     add(
+        "--kinetic-energy",
+        type=_number(float, 0),
+        default=0.0,
+        metavar="W",
+        help="add W x the blocks' kinetic energy to the loss (RNODE; needs --memory full)",
+    )
+    add(
+        "--jacobian-norm",
+        type=_number(float, 0),
+        default=0.0,
+        metavar="W",
+        help="add W x Hutchinson's estimate of the fields' Jacobian Frobenius norm to the loss",
+    )
+    add(
+        "--probes",
+        type=_number(int, 1),
+        default=1,
+        help="Hutchinson probes per block and step for --jacobian-norm",
+    )
+    add(
+        "--steer",
+        type=_number(float, 0),
+        default=0.0,
+        metavar="B",
+        help="STEER: in training, each block's end time is drawn from [T-B, T+B]",
+    )
+    add(
         "--val-fraction",
         type=_number(float, 0, 1),
         default=0.2,
@@ -296,6 +324,10 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             log_every=args.log_every,
             progress=args.progress,
             refine_at=tuple(refine_at),
+            kinetic_energy=args.kinetic_energy,
+            jacobian_norm=args.jacobian_norm,
+            probes=args.probes,
+            steer=args.steer,
         )
     except ValueError as error:
         raise UsageError(re.sub(r"^(\w+)", lambda m: flag(m.group(1)), str(error))) from None
@@ -554,6 +586,11 @@ def train_model(args: argparse.Namespace) -> int:
     device = device_of(args.device)
     torch.manual_seed(args.seed)
     model = build_model(args, NUM_CLASSES[args.dataset])
+    try:
+        check_model(model, config)
+    except ValueError as error:
+        message = re.sub(r"^(\w+):", lambda m: flag(m.group(1)) + ":", str(error))
+        raise UsageError(message) from None
     dist = Distributed.from_env(device, timeout=args.dist_timeout)
     try:
         status = _train(args, config, model, dist)

@@ -20,6 +20,7 @@ from .trainer import (
     NonFiniteLossError,
     NonFiniteStateError,
     Trainer,
+    check_model,
     epoch_generator,
     evaluate,
 )
@@ -40,6 +41,7 @@ __all__ = [
     "Trainer",
     "atomic_save",
     "atomic_write_text",
+    "check_model",
     "epoch_generator",
     "evaluate",
     "load_checkpoint",

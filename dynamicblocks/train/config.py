@@ -93,6 +93,14 @@ class TrainConfig:
             ``[1, epochs - 1]``. The optimiser keeps its momentum
             (:func:`dynamicblocks.carry_optimizer_state`) and the schedule
             goes on; checkpoints record how many refinements were done.
+        kinetic_energy: weight of the solves' kinetic energy in the loss
+            (:func:`dynamicblocks.ode_regularizers`; 0: off).
+        jacobian_norm: weight of Hutchinson's estimate of the fields'
+            Jacobian Frobenius norm in the loss (0: off).
+        probes: Hutchinson probes per block and step for ``jacobian_norm``.
+        steer: STEER's half-width ``b`` (:func:`dynamicblocks.set_steer`):
+            in training every block integrates to an end time drawn from
+            ``[T - b, T + b]`` (0: off).
     """
 
     epochs: int = 120
@@ -115,6 +123,10 @@ class TrainConfig:
     verbose: bool = True
     plot: bool = True
     refine_at: tuple[int, ...] = ()
+    kinetic_energy: float = 0.0
+    jacobian_norm: float = 0.0
+    probes: int = 1
+    steer: float = 0.0
 
     def __post_init__(self) -> None:
         self.epochs = positive_int("epochs", self.epochs)
@@ -140,6 +152,10 @@ class TrainConfig:
         self.seed = int_in_range("seed", self.seed, 0)
         self.log_every = positive_int("log_every", self.log_every)
         self.refine_at = _refine_epochs(self.refine_at, self.epochs)
+        self.kinetic_energy = _non_negative_float("kinetic_energy", self.kinetic_energy)
+        self.jacobian_norm = _non_negative_float("jacobian_norm", self.jacobian_norm)
+        self.probes = positive_int("probes", self.probes)
+        self.steer = _non_negative_float("steer", self.steer)
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-friendly dict."""

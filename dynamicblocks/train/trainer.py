@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, ExitStack, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..manifest import carry_optimizer_state, refine_, time_blocks
+from ..ode_regularizers import ode_regularizers, set_steer
 from ._atomic import remove_leftovers
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
@@ -80,6 +81,32 @@ def _progress_bar(total: int, description: str) -> Any:
 
 
 @torch.no_grad()
+def check_model(model: nn.Module, config: TrainConfig) -> None:
+    """Check that ``model`` can train with ``config``'s regularisers and STEER.
+
+    Raises:
+        ValueError: starting with the setting's name (``"kinetic_energy: ..."``,
+            ``"steer: ..."``), if a block cannot integrate the regularisers (its
+            method, or a memory mode other than ``"full"``) or refuses STEER's
+            half-width.
+    """
+    if config.kinetic_energy or config.jacobian_norm:
+        name = "kinetic_energy" if config.kinetic_energy else "jacobian_norm"
+        try:
+            with ode_regularizers(model):
+                pass
+        except ValueError as error:
+            raise ValueError(f"{name}: {error}") from None
+    if config.steer:
+        previous = {block: block.steer for block in time_blocks(model)}
+        try:
+            set_steer(model, config.steer)
+        except ValueError as error:
+            raise ValueError(f"steer: {error}") from None
+        for block, b in previous.items():
+            block.steer = b
+
+
 def evaluate(
     model: nn.Module,
     dataset: Any,
@@ -196,6 +223,10 @@ class Trainer:
                 f"refine_at={config.refine_at} but {type(model).__name__} has no DynamicBlock "
                 "(nor any other block on a time grid)"
             )
+        check_model(model, config)
+        if config.steer:
+            set_steer(model, config.steer)
+        self._regularized = bool(config.kinetic_energy or config.jacobian_norm)
         self.model = model
         self._wrap()
         self.optimizer = make_optimizer(model, config)
@@ -367,11 +398,19 @@ class Trainer:
 
     def _train_step(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         config = self.config
-        with _autocast(self.device, config.amp):
-            logits = self._train_model(_prepare(images, config.channels_last))
+        with ExitStack() as stack:
+            if self._regularized:
+                probes = config.probes if config.jacobian_norm else 0
+                kinetic = bool(config.kinetic_energy)
+                stats = stack.enter_context(ode_regularizers(self.model, kinetic, probes))
+            with _autocast(self.device, config.amp):
+                logits = self._train_model(_prepare(images, config.channels_last))
         loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        total = loss
+        if self._regularized:  # reported: the task's loss alone
+            total = loss + stats.loss(config.kinetic_energy, config.jacobian_norm)
         self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(loss).backward()
+        self.scaler.scale(total).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.scheduler.step()
