@@ -24,6 +24,15 @@ so the growth factor per step is the largest root modulus
 most 1; its boundary is traced by ``z = rho(e^{i phi}) / sigma(e^{i phi})``
 (:func:`multistep_boundary_locus`).
 
+The reversible two-state methods (:data:`REVERSIBLE_SCHEMES`: reversible Heun
+and the asynchronous leapfrog) map their pair of states on ``y' = lambda y``
+by a ``2 x 2`` matrix ``M(z)`` with trace ``2 z`` and determinant ``-1``, so
+per step the dominant mode grows by the largest root modulus of the explicit
+midpoint (leapfrog) two-step polynomial ``mu^2 - 2 z mu - 1``
+(:func:`reversible_amplification`). The roots' product is ``-1``: both have
+modulus 1 only on the open segment ``(-i, i)`` of the imaginary axis, the
+whole (zero-area) stability region.
+
 An IMEX Runge-Kutta pair (:data:`~dynamicblocks.imex_tableaus.IMEX_SCHEMES`)
 on ``y' = lambda_E y - mu y`` (explicit part ``lambda_E``, implicit linear
 part ``L = mu``) multiplies by a function of two variables,
@@ -67,6 +76,8 @@ __all__ = [
     "theta_amplification",
     "multistep_amplification",
     "multistep_boundary_locus",
+    "REVERSIBLE_SCHEMES",
+    "reversible_amplification",
     "imex_amplification",
     "stability_region",
     "imex_stability_region",
@@ -220,11 +231,15 @@ def _multistep_roots(order: int, z: torch.Tensor) -> torch.Tensor:
     return roots.reshape(*z.shape, order)
 
 
-def _dominant_root(order: int, z: torch.Tensor) -> torch.Tensor:
-    """The root of largest modulus of the characteristic polynomial, of ``z``'s shape."""
-    roots = _multistep_roots(order, z)
+def _largest(roots: torch.Tensor) -> torch.Tensor:
+    """The entry of largest modulus along the last dimension (NaN if any entry is NaN)."""
     index = roots.abs().nan_to_num(nan=math.inf).argmax(dim=-1, keepdim=True)
     return roots.gather(-1, index).squeeze(-1)
+
+
+def _dominant_root(order: int, z: torch.Tensor) -> torch.Tensor:
+    """The root of largest modulus of the characteristic polynomial, of ``z``'s shape."""
+    return _largest(_multistep_roots(order, z))
 
 
 def multistep_amplification(scheme: str, z: ComplexLike) -> torch.Tensor:
@@ -298,6 +313,117 @@ def multistep_boundary_locus(scheme: str, points: int = 400) -> torch.Tensor:
     rho = zeta**order - zeta ** (order - 1)
     sigma = sum(beta * zeta ** (order - 1 - j) for j, beta in enumerate(betas))
     return rho / sigma
+
+
+REVERSIBLE_SCHEMES: tuple[str, ...] = ("reversible_heun", "alf")
+"""The reversible two-state methods by name, as :func:`reversible_amplification` takes them.
+
+``"reversible_heun"`` is the method of
+:class:`~dynamicblocks.ReversibleHeunBlock` (Kidger et al. 2021),
+``"alf"`` the asynchronous leapfrog of :class:`~dynamicblocks.ALFBlock`
+(Zhuang et al. 2021). Both share the characteristic polynomial
+``mu^2 - 2 z mu - 1`` on ``y' = lambda y`` and are stable only on the open
+segment ``(-i, i)`` of the imaginary ``z = h lambda`` axis.
+"""
+
+
+def _reversible_key(scheme: object) -> str:
+    """The lower-case name of the reversible method named ``scheme``."""
+    if isinstance(scheme, str) and scheme.lower() in REVERSIBLE_SCHEMES:
+        return scheme.lower()
+    raise ValueError(
+        f"scheme must be one of {REVERSIBLE_SCHEMES} (a reversible method), got {scheme!r}"
+    )
+
+
+def _reversible_matrices(key: str, z: torch.Tensor) -> torch.Tensor:
+    """The step matrices ``M(z)`` of a reversible method, shape ``(*z.shape, 2, 2)``.
+
+    ``"reversible_heun"`` acts on its states ``(y, z)``, ``"alf"`` on
+    ``(z, V)`` with ``V = h v`` (``z`` here the method's state, not ``h lambda``).
+    """
+    matrices = torch.empty(*z.shape, 2, 2, dtype=torch.complex128, device=z.device)
+    matrices[..., 0, 0] = 1 + z
+    matrices[..., 1, 1] = z - 1
+    if key == "reversible_heun":
+        matrices[..., 0, 1] = z * z / 2
+        matrices[..., 1, 0] = 2
+    else:
+        matrices[..., 0, 1] = z / 2
+        matrices[..., 1, 0] = 2 * z
+    return matrices
+
+
+def _reversible_eigenvalues(key: str, z: torch.Tensor) -> torch.Tensor:
+    """The two eigenvalues of each ``M(z)``, shape ``(*z.shape, 2)``, in one batched eigvals.
+
+    A non-finite ``z``, or one so large that ``M(z)`` overflows, gives NaN.
+    """
+    matrices = _reversible_matrices(key, z).reshape(-1, 2, 2)
+    finite = torch.isfinite(matrices).flatten(1).all(dim=1)
+    nan = complex(math.nan, math.nan)
+    eigenvalues = torch.full((matrices.shape[0], 2), nan, dtype=torch.complex128, device=z.device)
+    usable = matrices[finite]
+    if usable.numel():
+        eigenvalues[finite] = torch.linalg.eigvals(usable)
+    return eigenvalues.reshape(*z.shape, 2)
+
+
+def reversible_amplification(scheme: str, z: ComplexLike) -> torch.Tensor:
+    """The growth factor per step of a reversible two-state method on ``y' = lambda y``.
+
+    Reversible Heun (Kidger et al. 2021;
+    :class:`~dynamicblocks.ReversibleHeunBlock`) steps its states ``(y, z)``
+    (this ``z`` is the method's second state, not ``h lambda``) by
+    ``z_{k+1} = 2 y_k - z_k + h f(z_k)``,
+    ``y_{k+1} = y_k + h/2 (f(z_k) + f(z_{k+1}))``. The asynchronous leapfrog
+    (ALF, Zhuang et al. 2021; :class:`~dynamicblocks.ALFBlock`) steps
+    ``(z, V)``, ``V = h v``, by ``s = z_k + V_k / 2``,
+    ``V_{k+1} = 2 h f(s) - V_k``, ``z_{k+1} = s + V_{k+1} / 2``. On
+    ``f(x) = lambda x``, with ``z = h lambda``, one step multiplies the pair
+    of states by the matrix::
+
+        reversible_heun, on (y, z):  M(z) = [[1 + z, z^2 / 2], [2,     z - 1]]
+        alf, on (z, V):              M(z) = [[1 + z, z / 2],   [2 z,   z - 1]]
+
+    Both have trace ``2 z`` and determinant ``-1``: the characteristic
+    polynomial ``mu^2 - 2 z mu - 1`` of the explicit midpoint (leapfrog)
+    two-step method, with roots ``mu = z +- sqrt(z^2 + 1)``. The dominant
+    mode grows by the larger root modulus per step, which is returned. The
+    roots' product is ``-1``, so it is at least 1 everywhere and equals 1
+    only for ``z = i y`` with ``|y| <= 1``: the stability region is the
+    segment ``(-i, i)`` of the imaginary axis, of zero area, and not a
+    neighbourhood of any point. Off the axis it exceeds 1, on the dissipative
+    side too: for real ``z < 0`` the root ``z - sqrt(z^2 + 1) < -1`` is a
+    growing, sign-alternating (parasitic) mode, while the principal root
+    ``z + sqrt(z^2 + 1) = exp(z) + O(z^3)`` decays. At the ends ``z = +-i``
+    the root ``+-i`` is double (``M`` is a Jordan block there) and grows
+    linearly, yet gives 1 here (to round-off of order ``1e-8``, the accuracy
+    of a double eigenvalue): the same isolated subtlety as in
+    :func:`multistep_amplification`.
+
+    The roots are the eigenvalues of the matrices above, one per entry of
+    ``z``, computed in one batched :func:`torch.linalg.eigvals`, so the
+    result describes what the methods' steps do (for the autonomous linear
+    field; the tests compare it with the blocks themselves).
+
+    Args:
+        scheme: ``"reversible_heun"`` or ``"alf"`` (case-insensitive), see
+            :data:`REVERSIBLE_SCHEMES`.
+        z: ``h lambda``: a complex (or real) number, array or tensor.
+
+    Returns:
+        The largest eigenvalue modulus of ``M(z)``, a float64 tensor of the
+        shape of ``z`` (0-d for a number; on the device of ``z`` if it is a
+        tensor). A non-finite entry of ``z`` (or one with ``|z|`` above about
+        ``1e154``, where ``z^2`` overflows) gives NaN.
+
+    Raises:
+        ValueError: if ``scheme`` is not a reversible method's name.
+        TypeError: if ``z`` is not numeric.
+    """
+    key = _reversible_key(scheme)
+    return _reversible_eigenvalues(key, _as_complex(z)).abs().amax(dim=-1)
 
 
 def _imex_tableau(scheme: object) -> IMEXTableau:
@@ -382,7 +508,7 @@ def imex_amplification(
 
 
 def _resolve(scheme: SchemeLike, theta: float | None) -> ButcherTableau | float | str:
-    """A tableau, the theta of a theta-method scheme name, or an Adams-Bashforth name."""
+    """A tableau, the theta of a theta-method name, or an Adams-Bashforth or reversible name."""
     if isinstance(scheme, str):
         key = scheme.lower()
         if key == "theta":
@@ -393,7 +519,7 @@ def _resolve(scheme: SchemeLike, theta: float | None) -> ButcherTableau | float 
             raise ValueError(f"theta is only used with scheme='theta', got scheme {scheme!r}")
         if key in THETA_SCHEMES:
             return THETA_SCHEMES[key]
-        if key in ADAMS_BASHFORTH:
+        if key in ADAMS_BASHFORTH or key in REVERSIBLE_SCHEMES:
             return key
         if key in IMEX_SCHEMES:
             raise ValueError(
@@ -402,7 +528,13 @@ def _resolve(scheme: SchemeLike, theta: float | None) -> ButcherTableau | float 
                 "imex_stability_region(scheme, z_implicit)"
             )
         if key not in TABLEAUS:
-            known = sorted(TABLEAUS) + sorted(THETA_SCHEMES) + ["theta"] + sorted(ADAMS_BASHFORTH)
+            known = (
+                sorted(TABLEAUS)
+                + sorted(THETA_SCHEMES)
+                + ["theta"]
+                + sorted(ADAMS_BASHFORTH)
+                + list(REVERSIBLE_SCHEMES)
+            )
             raise ValueError(
                 f"unknown scheme {scheme!r}; expected one of {known} or a ButcherTableau"
             )
@@ -431,14 +563,21 @@ def amplification(scheme: SchemeLike, z: ComplexLike, theta: float | None = None
     by which the dominant mode grows per step. For ``"ab1"`` it is ``1 + z``.
     Where two roots share the largest modulus either may be returned.
 
+    The reversible names ``"reversible_heun"`` and ``"alf"``
+    (:data:`REVERSIBLE_SCHEMES`) likewise give the dominant eigenvalue of the
+    method's ``2 x 2`` step matrix (see :func:`reversible_amplification`,
+    which returns its modulus), a root of ``mu^2 - 2 z mu - 1``; on the
+    segment ``(-i, i)`` both roots have modulus 1 and either may be returned.
+
     IMEX pairs have a stability function of two variables: see
     :func:`imex_amplification`.
 
     Args:
         scheme: a name from :data:`~dynamicblocks.TABLEAUS`,
-            :data:`THETA_SCHEMES` or
-            :data:`~dynamicblocks.methods.multistep.ADAMS_BASHFORTH`,
-            ``"theta"``, or a ButcherTableau (names are case-insensitive).
+            :data:`THETA_SCHEMES`,
+            :data:`~dynamicblocks.methods.multistep.ADAMS_BASHFORTH` or
+            :data:`REVERSIBLE_SCHEMES`, ``"theta"``, or a ButcherTableau
+            (names are case-insensitive).
         z: ``h lambda``: a complex (or real) number, array or tensor.
         theta: the implicitness for ``scheme="theta"`` only, in ``[0, 1]``.
 
@@ -456,6 +595,8 @@ def amplification(scheme: SchemeLike, z: ComplexLike, theta: float | None = None
     resolved = _resolve(scheme, theta)
     if isinstance(resolved, float):
         return theta_amplification(resolved, z)
+    if isinstance(resolved, str) and resolved in REVERSIBLE_SCHEMES:
+        return _largest(_reversible_eigenvalues(resolved, _as_complex(z)))
     if isinstance(resolved, str):
         return _dominant_root(ADAMS_BASHFORTH[resolved], _as_complex(z))
     return _rk_amplification(resolved.a, resolved.b, _as_complex(z))
@@ -498,7 +639,12 @@ def stability_region(
 
     The stability region is where the returned magnitude is at most 1. For an
     Adams-Bashforth scheme the magnitude is the largest root modulus of its
-    characteristic polynomial (:func:`multistep_amplification`). For an IMEX
+    characteristic polynomial (:func:`multistep_amplification`), for a
+    reversible method that of its step matrix
+    (:func:`reversible_amplification`). The latter's region is the segment
+    ``(-i, i)`` of the imaginary axis, of zero area: the magnitude exceeds 1
+    at every grid point off the axis, and is 1 (up to round-off, on either
+    side) on a grid column that falls exactly on ``Re z = 0``. For an IMEX
     pair see :func:`imex_stability_region`.
 
     Args:
@@ -589,9 +735,14 @@ def plot_stability_regions(
 ) -> Figure:
     """Draw the stability region ``|R(z)| <= 1`` of each scheme in the ``z = h lambda`` plane.
 
-    Runge-Kutta, theta-method and Adams-Bashforth schemes can be drawn side
-    by side (for the latter the region where the largest root modulus is at
-    most 1, see :func:`multistep_amplification`).
+    Runge-Kutta, theta-method, Adams-Bashforth and reversible schemes can be
+    drawn side by side (for Adams-Bashforth the region where the largest root
+    modulus is at most 1, see :func:`multistep_amplification`). The region of
+    a reversible method (:data:`REVERSIBLE_SCHEMES`) is the segment
+    ``(-i, i)`` of the imaginary axis (:func:`reversible_amplification`),
+    which has no area for a contour to fill or outline: it is drawn as a
+    thick line from ``-i`` to ``i`` with open circles at the excluded ends,
+    where a double root grows linearly.
 
     Each region is filled (translucent) and outlined in its own colour, with a
     legend entry per scheme; the axes are labelled ``Re(hλ)`` and ``Im(hλ)``
@@ -627,9 +778,9 @@ def plot_stability_regions(
     regions = []
     for scheme in schemes:
         entry_theta = theta if isinstance(scheme, str) and scheme.lower() == "theta" else None
-        regions.append(
-            (_label(scheme, entry_theta), stability_region(scheme, re, im, resolution, entry_theta))
-        )
+        segment = isinstance(scheme, str) and scheme.lower() in REVERSIBLE_SCHEMES
+        region = stability_region(scheme, re, im, resolution, entry_theta)
+        regions.append((_label(scheme, entry_theta), segment, region))
 
     try:
         from matplotlib.figure import Figure
@@ -643,7 +794,22 @@ def plot_stability_regions(
     axes = figure.add_subplot()
     colors = [f"C{i % 10}" for i in range(len(regions))]
     handles = []
-    for color, (label, (real, imag, magnitude)) in zip(colors, regions):
+    for color, (label, segment, (real, imag, magnitude)) in zip(colors, regions):
+        if segment:  # the zero-area region (-i, i): a line, open at the ends
+            axes.plot([0.0, 0.0], [-1.0, 1.0], color=color, linewidth=3.0, zorder=3)
+            axes.plot(
+                [0.0, 0.0],
+                [-1.0, 1.0],
+                color=color,
+                linestyle="none",
+                marker="o",
+                markersize=5,
+                markerfacecolor="white",
+                markeredgecolor=color,
+                zorder=4,
+            )
+            handles.append(Line2D([], [], color=color, linewidth=3.0, label=label))
+            continue
         x, y = real.numpy(), imag.numpy()
         # Cap (and fill poles): the level-1 boundary is unchanged, contouring stays finite.
         values = np.nan_to_num(np.minimum(magnitude.numpy(), 2.0), nan=2.0)
