@@ -52,6 +52,7 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...], tuple[str, ...]], ...] = (
     ("vanishing_gradients", (), ("gradients.png", "loss.png")),
     ("custom_data", ("--overwrite",), ("curves.png",)),  # a rebuild finds the last run
     ("work_precision", ("--levels", "9"), ("work_precision.png",)),
+    ("regularized_ode", (), ("trajectories.png",)),
 )
 
 
