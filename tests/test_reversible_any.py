@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from grids import rates, refined_grids
+from test_reversible import saved_bytes
 from torch import nn
 
 import dynamicblocks as db
@@ -237,20 +238,6 @@ def test_reversible_with_batchnorm_equals_full_and_keeps_the_buffers(kind):
         torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
     for a, b in zip(buffers["reversible"], buffers["full"]):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
-
-
-def saved_bytes(function) -> int:
-    """Bytes of the tensors autograd saves for backward while ``function()`` runs."""
-    total = 0
-
-    def pack(tensor):
-        nonlocal total
-        total += tensor.numel() * tensor.element_size()
-        return tensor
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
-        function()
-    return total
 
 
 @pytest.mark.parametrize("kind", BLOCKS)
