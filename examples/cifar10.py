@@ -1,23 +1,42 @@
-"""Train a dynamic-block network on CIFAR-10 or CIFAR-100.
+"""Train a dynamic-block network on CIFAR-10, CIFAR-100 or STL-10.
 
     python examples/cifar10.py --subset 512 --epochs 1          # a quick check, CPU
-    python examples/cifar10.py                                  # the original DynamicBlocks run
+    python examples/cifar10.py --recipe original                # the original DynamicBlocks run
+    python examples/cifar10.py --recipe original --dataset stl10 --data-dir DATA_DIR
     python examples/cifar10.py --model preact_resnet56 --schedule cosine --amp bf16 --compile
+    python examples/cifar10.py --model preact_resnet110_he      # He et al.'s ResNet-110
     python examples/cifar10.py --model hamiltonian --box-constraints 1 1   # Ruthotto & Haber
     torchrun --nproc_per_node 4 examples/cifar10.py --sync-bn   # 4 GPUs, DDP
     python examples/cifar10.py --out RUN_DIR --resume           # continue an interrupted run
     python examples/cifar10.py --evaluate RUN_DIR/best.pt       # test accuracy of a saved model
 
-The defaults reproduce the original DynamicBlocks CIFAR-10 run: rknet (RK4,
-DoubleSymLayer, t = 0..4), batch 125, 120 epochs of SGD (momentum 0.9, weight
-decay 4e-4) with the step schedule, 40k/10k train/validation split. The data is
-read from --data-dir (downloaded there if missing and allowed). Everything goes
+Two recipes set the training settings. --recipe original (see
+dynamicblocks.train.recipe) is the original DynamicBlocks code's for the
+--dataset: SGD with momentum 0.9 and weight decay 4e-4 on every parameter but
+the norm layers', the weights clipped after every step (convolutions to
+[-0.5, 0.5], linear weights and norm scales to [-1.5, 1.5]), best.pt by the
+lowest validation loss, the last incomplete batch kept, an 80/20 train/
+validation split; CIFAR: batch 125, images normalised to x - 0.5 (mean 0.5,
+std 1), 4-pixel crop padding, CIFAR-10 120 epochs at 0.1/0.01/0.001/0.0001 for
+60/20/20/20, CIFAR-100 180 epochs with geometric decays; STL-10: batch 30, 200
+epochs at 0.1/0.01/0.001/0.0001 for 80/40/40/40, ImageNet statistics, 12-pixel
+crop padding. The default, --recipe library, keeps the same optimiser, batch,
+epochs and step schedule (120 epochs, 60/20/20/20, also for CIFAR-100 and
+STL-10) but decays kernels only (no biases), does not clip, picks best.pt by
+validation accuracy, drops the last incomplete batch and normalises with the
+dataset's per-channel statistics (for STL-10 computed from its 5,000 training
+images; crop padding 12). A flag given explicitly always overrides the
+recipe. The default model is rknet (RK4, DoubleSymLayer, t = 0..4; widths
+16-32-64-64, for STL-10 the original's 16-32-64-128-128).
+
+The data is read from --data-dir (CIFAR is downloaded there if missing and
+allowed; STL-10 never is: extract stl10_binary.tar.gz there). Everything goes
 to --out, a new folder for each run unless named: checkpoint.pt (every epoch),
-best.pt (by validation accuracy), log.jsonl, curves.png, config.json and, at
-the end, results.json with the test accuracy of best.pt. A folder that holds a
-run is never overwritten: continue it with --resume, or replace it with
---overwrite. Every flag is checked before any data is read or any file written;
-a mistake prints one "error: ..." line and exits with status 2.
+best.pt, log.jsonl, curves.png, config.json and, at the end, results.json
+with the test accuracy of best.pt. A folder that holds a run is never
+overwritten: continue it with --resume (with the same flags), or replace it
+with --overwrite. Every flag is checked before any data is read or any file
+written; a mistake prints one "error: ..." line and exits with status 2.
 """
 
 from __future__ import annotations
@@ -40,9 +59,12 @@ import dynamicblocks as db
 from dynamicblocks import data
 from dynamicblocks.train import (
     AMP_MODES,
+    BEST_BY,
     DEFAULT_TIMEOUT,
+    RECIPES,
     RUN_FILES,
     SCHEDULES,
+    WEIGHT_DECAY_ON,
     CheckpointError,
     Distributed,
     NonFiniteLossError,
@@ -53,14 +75,22 @@ from dynamicblocks.train import (
     check_model,
     evaluate,
     load_checkpoint,
+    recipe,
     remove_leftovers,
+    step_milestones,
 )
 from dynamicblocks.train.resume import resume_differences
 
 # Arguments that define the network (stored in config.json, reused by --evaluate).
 MODEL_ARGS = ("dataset", "model", "scheme", "steps", "grid", "controls")
+# Arguments added since, with the value that runs made before them had: a config.json or
+# checkpoint without one was made with it. The model's widths and the input normalisation
+# are reused by --evaluate too; all are compared on --resume.
+LATER_ARGS: dict[str, Any] = {"widths": None, "mean": None, "std": None, "recipe": "library"}
 # Arguments that, with the model's, decide the data a run sees (compared on --resume).
 DATA_ARGS = ("subset", "val_fraction")
+# The flags that shape the network, named in its errors.
+NETWORK_ARGS = ("model", "scheme", "steps", "grid", "controls", "widths")
 # Every file of a run folder: the trainer's and this script's.
 CONFIG, RESULTS = "config.json", "results.json"
 ALL_RUN_FILES = (*RUN_FILES, CONFIG, RESULTS)
@@ -71,11 +101,16 @@ PDE_NETS = {
     "second_order": db.second_order_net,
     "imexnet": db.imexnet,
 }
+DATASETS = (*data.DATASETS, *(["stl10"] if "stl10" not in data.DATASETS else []))
+# Per-channel input statistics of --recipe library (None: computed from the training images).
 STATS = {
     "cifar10": (data.CIFAR10_MEAN, data.CIFAR10_STD),
     "cifar100": (data.CIFAR100_MEAN, data.CIFAR100_STD),
+    "stl10": None,
 }
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
+NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "stl10": 10}
+# rknet's widths where they are not 16-32-64-64: the original's for STL-10's 96x96 images.
+RKNET_WIDTHS = {"stl10": (16, 32, 64, 128, 128)}
 # TrainConfig fields whose flag is not --<field with dashes>.
 FLAGS = {"sync_batchnorm": "--sync-bn", "augment": "--no-augment", "data": "--data-dir"}
 
@@ -123,23 +158,70 @@ def _number(kind: type, low: float, high: float = math.inf, closed: bool = True)
     return parse
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    """The command line, each flag checked on its own (see :func:`check` for the rest)."""
+def _values(kind: type, low: float, what: str, counts: tuple[int, ...] = ()) -> Callable:
+    """An argparse type: comma-separated finite ``kind`` values ``>= low`` (a list).
+
+    ``counts``: the allowed numbers of values (any if empty); a single value
+    where 3 are wanted is repeated, one per colour channel.
+    """
+    many = " or ".join(map(str, counts)) + " " if counts else ""
+    if math.isinf(low):
+        bound = ""
+    else:
+        bound = f" (>= {low})" if kind is int else f" ({'> 0' if low > 0 else f'>= {low:g}'})"
+
+    def parse(text: str) -> list:
+        try:
+            values = [kind(v) for v in text.split(",")]
+        except ValueError:
+            values = []
+        good = values and all(math.isfinite(v) and v >= low for v in values)
+        if not good or (counts and len(values) not in counts):
+            raise argparse.ArgumentTypeError(
+                f"must be {many}comma-separated {what}{bound}, got {text!r}"
+            )
+        return values * 3 if counts == (1, 3) and len(values) == 1 else values
+
+    return parse
+
+
+def _build_parser() -> _Parser:
     parser = _Parser(description=__doc__, formatter_class=_Formatter)
     add = parser.add_argument
-    add("--dataset", default="cifar10", choices=data.DATASETS, help="which CIFAR")
-    add("--data-dir", default="data", help="where the CIFAR archive or folder is")
+    add(
+        "--recipe",
+        default="library",
+        choices=RECIPES,
+        help="the training settings: the original DynamicBlocks code's for --dataset, or the "
+        "library's (see the top); a flag given explicitly overrides the recipe",
+    )
+    add("--dataset", default="cifar10", choices=DATASETS, help="which data set")
+    add(
+        "--data-dir",
+        default="data",
+        help="where the CIFAR archive or folder is, or the folder holding stl10_binary/",
+    )
     add(
         "--download",
         action=argparse.BooleanOptionalAction,
         default=True,
-        help="download the official archive if the data is missing",
+        help="download the official CIFAR archive if the data is missing (STL-10 is never "
+        "downloaded)",
     )
     add(
         "--model",
         default="rknet",
-        help="rknet, preact_resnet<6n+2> (20, 32, 44, 56, 110), lm_resnet<6n+2> (LM-ResNet), "
-        f"or one of the PDE-motivated {', '.join(PDE_NETS)}",
+        help="rknet, preact_resnet<6n+2> (20, 32, 44, 56, 110; the library's connective "
+        "layout), preact_resnet<6n+2>_he (He et al.'s with projection shortcuts), "
+        f"lm_resnet<6n+2> (LM-ResNet), or one of the PDE-motivated {', '.join(PDE_NETS)}",
+    )
+    add(
+        "--widths",
+        type=_values(int, 1, "channel counts"),
+        default=None,
+        metavar="W1,W2,...",
+        help="rknet's widths: the blocks' channels, then the last connective unit's; None: "
+        "16,32,64,64 (for stl10 the original's 16,32,64,128,128)",
     )
     add(
         "--scheme",
@@ -168,7 +250,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "step (checkpoint), solve the adjoint ODE (adjoint), or invert the blocks "
         "(reversible: hamiltonian, second_order)",
     )
-    add("--epochs", type=_number(int, 1), default=120, help="passes over the training set")
+    add(
+        "--epochs",
+        type=_number(int, 1),
+        default=120,
+        help="passes over the training set (--recipe original: 120 for cifar10, 180 for "
+        "cifar100, 200 for stl10)",
+    )
     add(
         "--refine-at",
         default=None,
@@ -180,22 +268,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--batch-size",
         type=_number(int, 1),
         default=125,
-        help="global batch size (split across ranks)",
+        help="global batch size, split across ranks (--recipe original: 30 for stl10)",
     )
     add("--lr", type=_number(float, 0, closed=False), default=0.1, help="peak learning rate")
     add("--momentum", type=_number(float, 0, 1), default=0.9, help="SGD momentum")
     add("--nesterov", action="store_true", help="Nesterov momentum")
-    add("--weight-decay", type=_number(float, 0), default=4e-4, help="on kernels only")
-    add("--schedule", default="step", choices=SCHEDULES, help="learning-rate schedule")
-    add("--label-smoothing", type=_number(float, 0, 1), default=0.0, help="of the loss")
+    add("--weight-decay", type=_number(float, 0), default=4e-4, help="L2 weight decay")
     add(
+        "--weight-decay-on",
+        default="kernels",
+        choices=WEIGHT_DECAY_ON,
+        help="which parameters are decayed: kernels only (no biases, no norm parameters) or "
+        "all but the norm layers' (--recipe original)",
+    )
+    add(
+        "--schedule",
+        default="step",
+        choices=SCHEDULES,
+        help="learning-rate schedule: step divides it by 10 at --milestones; geometric is the "
+        "original's cifar100 schedule (--recipe original there)",
+    )
+    add(
+        "--milestones",
+        type=_values(int, 1, "epochs"),
+        default=None,
+        metavar="E1,E2,...",
+        help="epochs after which --schedule step divides the learning rate by 10; None: 1/2, "
+        "2/3 and 5/6 of --epochs (--recipe original for stl10: 2/5, 3/5, 4/5)",
+    )
+    add("--label-smoothing", type=_number(float, 0, 1), default=0.0, help="of the loss")
+    box = parser.add_mutually_exclusive_group()
+    box.add_argument(
         "--box-constraints",
         type=_number(float, 0, closed=False),
         nargs=2,
         default=None,
         metavar=("CONV", "OTHER"),
-        help="clamp conv weights to [-CONV, CONV], other weights to [-OTHER, OTHER] after "
-        "every step (the original code: 0.5 1.5)",
+        help="clamp conv kernels and biases to [-CONV, CONV], linear weights and norm scales "
+        "to [-OTHER, OTHER] after every step (--recipe original: 0.5 1.5)",
+    )
+    box.add_argument(
+        "--no-box-constraints",
+        dest="box_constraints",
+        action="store_const",
+        const=None,
+        help="no clamping, whatever the recipe",
     )
     add(
         "--kinetic-energy",
@@ -237,6 +354,41 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="use only the first N training images (and at most N test images)",
     )
     add("--no-augment", dest="augment", action="store_false", help="no random crop and flip")
+    add(
+        "--crop-padding",
+        type=_number(int, 0),
+        default=4,
+        help="zero padding of the random crop (for stl10 12, in both recipes)",
+    )
+    add(
+        "--drop-last",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="drop each epoch's last, incomplete batch (--recipe original: no)",
+    )
+    add(
+        "--best-by",
+        default="acc",
+        choices=BEST_BY,
+        help="best.pt is the model of the highest validation accuracy or of the lowest "
+        "validation loss (--recipe original)",
+    )
+    add(
+        "--mean",
+        type=_values(float, -math.inf, "numbers", (1, 3)),
+        default=None,
+        metavar="M[,M,M]",
+        help="per-channel mean subtracted from the images in [0, 1]; None: the dataset's "
+        "(--recipe original: 0.5; for stl10 the ImageNet mean)",
+    )
+    add(
+        "--std",
+        type=_values(float, 1e-12, "numbers", (1, 3)),
+        default=None,
+        metavar="S[,S,S]",
+        help="per-channel standard deviation the images are divided by; None: the dataset's "
+        "(--recipe original: 1; for stl10 the ImageNet std)",
+    )
     add("--device", default=None, help="cpu, cuda, cuda:1, ...; None: cuda if available")
     add("--amp", default="none", choices=AMP_MODES, help="mixed precision")
     add("--channels-last", action="store_true", help="channels_last memory format")
@@ -273,9 +425,40 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         metavar="MODEL.pt",
         help="only report the test accuracy of a saved model (best.pt or checkpoint.pt; its "
-        "folder's config.json, if any, sets the model)",
+        "folder's config.json, if any, sets the model and the input normalisation)",
     )
-    return parser.parse_args(argv)
+    return parser
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, each flag checked on its own, with the recipe's settings filled in.
+
+    Every setting of ``recipe(args.recipe, args.dataset)`` (see
+    :func:`dynamicblocks.train.recipe`) replaces the flag's default unless the
+    flag is given explicitly.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = _build_parser().parse_args(argv)
+    given = _build_parser()
+    for action in given._actions:
+        action.default = argparse.SUPPRESS
+    apply_recipe(args, explicit=set(vars(given.parse_args(argv))))
+    return args
+
+
+def apply_recipe(args: argparse.Namespace, explicit: set[str]) -> None:
+    """Set every setting of ``args.recipe`` for ``args.dataset`` not in ``explicit``."""
+    chosen = recipe(args.recipe, args.dataset)
+    for key, value in chosen.settings.items():
+        if key not in explicit:
+            setattr(args, key, list(value) if isinstance(value, tuple) else value)
+    for key in ("val_fraction", "mean", "std"):
+        value = getattr(chosen, key)
+        if key not in explicit:
+            setattr(args, key, list(value) if isinstance(value, tuple) else value)
+    fractions = chosen.milestone_fractions
+    if fractions and "milestones" not in explicit and args.schedule == "step":
+        args.milestones = step_milestones(args.epochs, fractions)
 
 
 def _numbers(name: str, text: str | None, kind: type = float, what: str = "numbers") -> Any:
@@ -312,7 +495,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             momentum=args.momentum,
             nesterov=args.nesterov,
             weight_decay=args.weight_decay,
+            weight_decay_on=args.weight_decay_on,
             schedule=args.schedule,
+            milestones=args.milestones,
             label_smoothing=args.label_smoothing,
             box_constraints=args.box_constraints,
             amp=args.amp,
@@ -320,6 +505,9 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
             compile=args.compile,
             sync_batchnorm=args.sync_bn,
             augment=args.augment,
+            crop_padding=args.crop_padding,
+            drop_last=args.drop_last,
+            best_by=args.best_by,
             seed=args.seed,
             log_every=args.log_every,
             progress=args.progress,
@@ -369,8 +557,16 @@ def build_model(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     return model
 
 
+def _setting(args: argparse.Namespace, key: str) -> Any:
+    """``args.key``, or for a setting of :data:`LATER_ARGS` that an older run lacks, its value."""
+    return getattr(args, key, LATER_ARGS.get(key))
+
+
 def _network(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
     grid, controls = _numbers("--grid", args.grid), _numbers("--controls", args.controls)
+    widths = _setting(args, "widths")
+    if widths is not None and args.model != "rknet":
+        raise UsageError(f"--widths is only for rknet, not for {args.model}")
     scheme = {} if args.scheme is None else {"scheme": args.scheme}
     schemes = db.IMEX_SCHEMES if args.model == "imexnet" else db.TABLEAUS
     if args.scheme is not None and args.scheme.lower() not in schemes:
@@ -384,7 +580,9 @@ def _network(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
                 times = {"t": grid, "t_theta": [0.0, 1.0, 2.0, 3.0, 4.0]}
             if controls is not None:
                 times["t_theta"] = controls
-            return db.rknet(num_classes, **times, **scheme)
+            if widths is None:
+                widths = RKNET_WIDTHS.get(args.dataset, (16, 32, 64, 64))
+            return db.rknet(num_classes, widths=widths, **times, **scheme)
         if args.model in PDE_NETS:
             if scheme and args.model not in ("parabolic", "imexnet"):
                 raise UsageError(
@@ -396,13 +594,19 @@ def _network(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
             if controls is not None:
                 times["t_theta"] = controls
             return PDE_NETS[args.model](num_classes, **times, **scheme)
-        match = re.fullmatch(r"(preact_resnet|lm_resnet)(\d+)", args.model)
+        match = re.fullmatch(r"(preact_resnet|lm_resnet)(\d+)(_he)?", args.model)
         if match is None:
             raise UsageError(
                 "--model must be rknet, preact_resnet<6n+2>, lm_resnet<6n+2> or one of "
-                f"{', '.join(PDE_NETS)}, got {args.model!r}"
+                f"{', '.join(PDE_NETS)} (or preact_resnet<6n+2>_he, He et al.'s layout), "
+                f"got {args.model!r}"
             )
-        name, depth = match.group(1), int(match.group(2))
+        name, depth, he = match.group(1), int(match.group(2)), match.group(3) is not None
+        if he and name == "lm_resnet":
+            raise UsageError(
+                f"--model {args.model}: _he (He et al.'s layout with projection shortcuts) is "
+                f"only for preact_resnet<6n+2>_he, not lm_resnet"
+            )
         if controls is not None:
             raise UsageError(f"--controls is not for {name}, which keeps one control per step")
         if args.steps is not None:
@@ -411,11 +615,18 @@ def _network(args: argparse.Namespace, num_classes: int) -> torch.nn.Module:
             if scheme:
                 raise UsageError("--scheme is not for lm_resnet, whose blocks have a fixed scheme")
             return db.lm_resnet(depth, num_classes, t=grid)
-        return db.preact_resnet(depth, num_classes, t=grid, **scheme)
+        shortcut = "projection" if he else "connective"
+        return db.preact_resnet(depth, num_classes, t=grid, shortcut=shortcut, **scheme)
     except (ValueError, TypeError, KeyError) as error:
-        given = [f"{flag(k)} {getattr(args, k)}" for k in MODEL_ARGS[1:] if getattr(args, k)]
+        values = {key: _setting(args, key) for key in NETWORK_ARGS}
+        given = [f"{flag(k)} {_shown(v)}" for k, v in values.items() if v]
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         raise UsageError(f"{', '.join(given)}: {message}") from None
+
+
+def _shown(value: Any) -> str:
+    """A setting as its flag takes it (lists comma-separated)."""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 
 
 def load_model(args: argparse.Namespace, num_classes: int, state: dict) -> torch.nn.Module:
@@ -429,14 +640,52 @@ def load_model(args: argparse.Namespace, num_classes: int, state: dict) -> torch
 # --------------------------------------------------------------------------- the data
 
 
-def load_data(args: argparse.Namespace, device: torch.device):
-    """Train, validation (or None) and test sets, the class count and the data's fingerprint."""
+def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per-channel mean and (population) standard deviation of ``uint8`` images, in [0, 1].
+
+    Exact: computed from each channel's histogram of the 256 pixel values.
+    """
+    levels = np.arange(256, dtype=np.float64)
+    mean, std = [], []
+    for channel in range(images.shape[1]):
+        counts = np.bincount(images[:, channel].reshape(-1), minlength=256).astype(np.float64)
+        m = counts @ levels / counts.sum()
+        mean.append(m / 255)
+        std.append(math.sqrt(counts @ (levels - m) ** 2 / counts.sum()) / 255)
+    return mean, std
+
+
+def _arrays(args: argparse.Namespace) -> Any:
+    """The dataset's arrays, every problem a :class:`UsageError` naming --data-dir."""
+    if args.dataset == "stl10":
+        try:
+            return data.load_stl10(args.data_dir)
+        except (OSError, ValueError) as error:
+            message = str(error).replace(" as root", " as --data-dir")
+            if isinstance(error, data.Stl10NotFoundError):
+                message += " (this script never downloads STL-10)"
+            raise UsageError(f"--data-dir {args.data_dir}: {message}") from None
     try:
-        arrays = data.load_cifar(args.dataset, args.data_dir, download=args.download)
+        return data.load_cifar(args.dataset, args.data_dir, download=args.download)
     except (OSError, ValueError) as error:
         message = str(error).replace("call with download=True", "run without --no-download")
         raise UsageError(f"--data-dir {args.data_dir}: {message}") from None
-    mean, std = STATS[arrays.name]
+
+
+def normalisation(args: argparse.Namespace, arrays: Any) -> tuple[list[float], list[float]]:
+    """--mean and --std, each None replaced by the dataset's statistics (see :data:`STATS`)."""
+    mean, std = _setting(args, "mean"), _setting(args, "std")
+    if mean is None or std is None:
+        stats = STATS[arrays.name] or channel_stats(arrays.train_images)
+        mean = list(stats[0]) if mean is None else mean
+        std = list(stats[1]) if std is None else std
+    return mean, std
+
+
+def load_data(args: argparse.Namespace, device: torch.device):
+    """Train, validation (or None) and test sets, the class count and the data's fingerprint."""
+    arrays = _arrays(args)
+    mean, std = normalisation(args, arrays)
     limit = args.subset
     parts = (arrays.train_images, arrays.train_labels, arrays.test_images, arrays.test_labels)
     parts = tuple(part[:limit] for part in parts)
@@ -480,8 +729,8 @@ def check_run_folder(args: argparse.Namespace, out: Path) -> None:
 
 
 def settings(args: argparse.Namespace) -> dict[str, Any]:
-    """What the checkpoint stores and a resumption must repeat: model and data flags."""
-    return {key: getattr(args, key) for key in (*MODEL_ARGS, *DATA_ARGS)}
+    """What the checkpoint stores and a resumption must repeat: model, recipe and data flags."""
+    return {key: _setting(args, key) for key in (*MODEL_ARGS, *LATER_ARGS, *DATA_ARGS)}
 
 
 def check_resume(args: argparse.Namespace, out: Path, config: TrainConfig) -> None:
@@ -497,6 +746,7 @@ def check_resume(args: argparse.Namespace, out: Path, config: TrainConfig) -> No
         raise UsageError(f"--resume: {path} is not a checkpoint of examples/cifar10.py")
     stored = dict(state.get("extra") or {})
     stored.pop("data", None)  # compared by the trainer once the data is read
+    stored = {**LATER_ARGS, **stored}  # an older run was made with their old values
     differences = resume_differences({**state, "extra": stored}, config, settings(args))
     if differences:
         raise UsageError(_resume_message(path, differences))
@@ -509,7 +759,8 @@ def _resume_message(path: Path, differences: list[tuple[str, Any, Any]]) -> str:
             shown.append(f"--data-dir holds other images (fingerprint {old} -> {new})")
         else:
             name, _, reason = key.partition(" ")
-            shown.append(f"{flag(name)} {old} -> {new}{' ' + reason if reason else ''}")
+            change = f"{_shown(old)} -> {_shown(new)}"
+            shown.append(f"{flag(name)} {change}{' ' + reason if reason else ''}")
     return f"--resume: {path} was trained with other settings: {'; '.join(shown)}"
 
 
@@ -548,7 +799,7 @@ def run_evaluation(args: argparse.Namespace) -> None:
 
 
 def _read_config(path: Path) -> dict[str, Any]:
-    """The model flags stored in a run's config.json."""
+    """The model flags and the input normalisation stored in a run's config.json."""
     try:
         stored = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
@@ -556,7 +807,8 @@ def _read_config(path: Path) -> dict[str, Any]:
     missing = [key for key in MODEL_ARGS if not isinstance(stored, dict) or key not in stored]
     if missing:
         raise UsageError(f"{path} lacks {', '.join(missing)}: not a config.json of this script")
-    return {key: stored[key] for key in MODEL_ARGS}
+    later = {key: stored.get(key, LATER_ARGS[key]) for key in ("widths", "mean", "std")}
+    return {**{key: stored[key] for key in MODEL_ARGS}, **later}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -663,6 +915,7 @@ def _train(
             "test_loss": figures["loss"],
             "test_acc": figures["acc"],
             "best_val_acc": trainer.best_acc if val is not None else None,
+            "best_val_loss": trainer.best_loss if val is not None else None,
             "epochs": trainer.epoch,
             "train_seconds": sum(r["seconds"] for r in trainer.history),
             "last_images_per_s": last["images_per_s"],

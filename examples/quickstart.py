@@ -2,6 +2,7 @@
 
     python examples/quickstart.py                 # CPU, a few seconds
     python examples/quickstart.py --device cuda --model preact_resnet56
+    python examples/quickstart.py --model preact_resnet20_he   # He et al.'s layout
 
 Trains on a fixed synthetic CIFAR-shaped batch (no download needed) and prints
 the loss as it falls.
@@ -10,6 +11,8 @@ the loss as it falls.
 from __future__ import annotations
 
 import argparse
+import re
+import sys
 import time
 
 import torch
@@ -18,15 +21,53 @@ import torch.nn.functional as F
 import dynamicblocks as db
 
 
+class _Parser(argparse.ArgumentParser):
+    """An argument parser whose errors are one ``error: ...`` line on stderr (exit 2)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see --help)\n")
+
+
+def build(name: str) -> torch.nn.Module:
+    """The network ``--model name`` asks for.
+
+    Raises:
+        ValueError: for an unknown name or a depth that is not ``6n + 2``.
+    """
+    if name == "rknet":
+        return db.rknet()
+    match = re.fullmatch(r"preact_resnet(\d+)(_he)?", name)
+    if match is None:
+        raise ValueError(
+            f"--model must be rknet, preact_resnet<6n+2> or preact_resnet<6n+2>_he, got {name!r}"
+        )
+    shortcut = "projection" if match.group(2) else "connective"
+    try:
+        return db.preact_resnet(int(match.group(1)), shortcut=shortcut)
+    except ValueError as error:
+        raise ValueError(f"--model {name}: {error}") from None
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="rknet", help="rknet or preact_resnet<depth>")
+    parser = _Parser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--model",
+        default="rknet",
+        help="rknet, preact_resnet<6n+2> (the library's layout) or preact_resnet<6n+2>_he "
+        "(He et al.'s, with projection shortcuts)",
+    )
     parser.add_argument("--steps", type=int, default=20, help="optimisation steps")
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     torch.manual_seed(args.seed)
+
+    try:
+        net = build(args.model).to(args.device)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
 
     # A block on its own: RK4 on a non-uniform grid, weights shared over time.
     block = db.DynamicBlock(
@@ -35,13 +76,6 @@ def main() -> None:
     print(block)
     print("state after the block:", block(torch.tensor([[1.0, 0.0]])).tolist(), "\n")
 
-    if args.model == "rknet":
-        net = db.rknet()
-    elif args.model.startswith("preact_resnet"):
-        net = db.preact_resnet(int(args.model.removeprefix("preact_resnet")))
-    else:
-        parser.error(f"--model must be rknet or preact_resnet<depth>, got {args.model!r}")
-    net = net.to(args.device)
     params = sum(p.numel() for p in net.parameters() if p.requires_grad)
     print(f"{args.model}: {params:,} trainable parameters on {args.device}")
 

@@ -206,6 +206,10 @@ def test_model_flags_build_the_asked_for_networks():
     net = cifar10.build_model(_args("--model", "preact_resnet20", "--grid", "0,1,1.5,3"), 10)
     assert list(net.blocks[0].t) == [0, 1, 1.5, 3]
 
+    net = cifar10.build_model(_args("--model", "preact_resnet20_he", "--scheme", "rk4"), 10)
+    assert [b.num_steps for b in net.blocks] == [3, 2, 2] and net.blocks[2].tableau.name == "rk4"
+    assert sum(p.numel() for p in net.parameters()) == 272_282  # He et al.'s 0.27 M
+
 
 def test_pde_model_flags_build_ruthotto_habers_networks():
     net = cifar10.build_model(_args("--model", "parabolic"), 10)
@@ -241,8 +245,17 @@ def test_memory_flag_sets_every_block():
         (
             ["--model", "resnet18"],
             "--model must be rknet, preact_resnet<6n\\+2>, lm_resnet<6n\\+2> or one of "
-            "parabolic, hamiltonian, second_order, imexnet, got 'resnet18'",
+            "parabolic, hamiltonian, second_order, imexnet \\(or preact_resnet<6n\\+2>_he, "
+            "He et al.'s layout\\), got 'resnet18'",
         ),
+        (["--model", "preact_resnet20_hee"], "--model must be rknet"),
+        (["--model", "lm_resnet20_he"], "_he .*is only for preact_resnet<6n\\+2>_he"),
+        (["--model", "preact_resnet21_he"], "depth must be 6n \\+ 2"),
+        (
+            ["--model", "preact_resnet20_he", "--steps", "4"],
+            "--model preact_resnet20_he, --steps 4",
+        ),
+        (["--model", "rknet", "--widths", "8"], "--widths 8: "),
         (["--model", "preact_resnet21"], "depth must be 6n \\+ 2"),
         (["--model", "preact_resnet20", "--steps", "4"], "t must have 4 points for depth 20"),
         (["--model", "preact_resnet20", "--controls", "0,1"], "--controls is not for preact"),

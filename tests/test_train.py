@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dynamicblocks import DoubleLayer, DoubleSymLayer, DynamicNet, Stage, rknet
-from dynamicblocks.data import CIFAR10_MEAN, CIFAR10_STD, CifarDataset, split
+from dynamicblocks.data import CIFAR10_MEAN, CIFAR10_STD, CifarDataset, TensorDataset, split
 from dynamicblocks.train import (
     BoxConstraints,
     Distributed,
@@ -29,6 +29,7 @@ from dynamicblocks.train import (
     TrainConfig,
     Trainer,
     atomic_save,
+    epoch_generator,
     evaluate,
     load_checkpoint,
     make_scheduler,
@@ -78,7 +79,11 @@ def assert_same_state(a: dict, b: dict, **tolerance) -> None:
         ("lr", -1.0, "lr must be >= 0"),
         ("momentum", 1.0, "momentum must be >= 0 and < 1.0"),
         ("weight_decay", "4e-4", "weight_decay must be a real number"),
-        ("schedule", "linear", "schedule must be one of step, cosine, onecycle, constant"),
+        (
+            "schedule",
+            "linear",
+            "schedule must be one of step, geometric, cosine, onecycle, constant",
+        ),
         ("amp", "fp8", "amp must be one of none, bf16, fp16"),
         ("label_smoothing", 1.0, "label_smoothing must be >= 0 and < 1.0"),
         ("box_constraints", (0.5,), r"box_constraints must be \(conv, other\)"),
@@ -101,10 +106,13 @@ def test_config_rejects_nesterov_without_momentum():
         TrainConfig(momentum=0.0, nesterov=True)
 
 
-def test_config_defaults_are_the_original_run():
+def test_config_defaults_are_the_library_recipe():
     config = TrainConfig()
     assert (config.epochs, config.batch_size, config.lr, config.schedule) == (120, 125, 0.1, "step")
     assert (config.momentum, config.nesterov, config.weight_decay) == (0.9, False, 4e-4)
+    # where the library's recipe differs from the original's (see tests/test_recipe.py)
+    assert (config.weight_decay_on, config.box_constraints) == ("kernels", None)
+    assert (config.best_by, config.drop_last, config.crop_padding) == ("acc", True, 4)
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -157,10 +165,11 @@ def test_box_constraints_clamp_kernels_and_weights_but_not_free_biases():
             p.fill_(7.0)
     BoxConstraints(0.5, 1.5)(net)
     block = net.blocks[0].layers[0]
-    for p in (block.weight, block.bias, block.bias_transpose, net.opening.conv.bias):
+    for p in (block.weight, block.bias, net.opening.conv.bias):
         assert p.max() == 0.5
     assert net.classifier.weight.max() == 1.5 and net.opening.norm.weight.max() == 1.5
     assert net.classifier.bias.max() == 7.0 and block.norm.bias.max() == 7.0
+    assert block.bias_transpose.max() == 7.0  # the original left convt.bias free
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -215,6 +224,64 @@ def test_best_model_is_the_one_with_the_best_validation_accuracy(tmp_path):
     best.load_state_dict(load_checkpoint(tmp_path / "best.pt"))
     accuracy = evaluate(best, val)["acc"]
     assert accuracy == load_checkpoint(tmp_path / "checkpoint.pt")["best_acc"]
+
+
+def test_best_model_by_validation_loss(tmp_path):
+    train, val = split(tiny_data(), 32)
+    trainer = Trainer(tiny_net(), quiet(epochs=3, lr=0.2, best_by="loss"), tmp_path)
+    history = trainer.fit(train, val)
+    best_epoch = min(history, key=lambda r: r["val_loss"])
+    assert trainer.best_loss == best_epoch["val_loss"] and trainer.best_acc == best_epoch["val_acc"]
+    best = tiny_net()
+    best.load_state_dict(load_checkpoint(tmp_path / "best.pt"))
+    assert evaluate(best, val)["loss"] == pytest.approx(best_epoch["val_loss"], rel=1e-6)
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["best_loss"] == best_epoch["val_loss"]
+
+
+class Recording(CifarDataset):
+    """A CifarDataset that records the arguments of every ``batches`` call."""
+
+    calls: list = []
+
+    def batches(self, batch_size, **kwargs):
+        Recording.calls.append({"batch_size": batch_size, **kwargs})
+        return super().batches(batch_size, **kwargs)
+
+
+def test_drop_last_and_crop_padding_reach_the_batches():
+    data = tiny_data(40)
+    train = Recording(data.images, data.labels, CLASSES)
+    Recording.calls = []
+    trainer = Trainer(tiny_net(), quiet(epochs=1, drop_last=False, crop_padding=2))
+    trainer.fit(train)
+    [call] = Recording.calls
+    assert (call["drop_last"], call["padding"], call["augment"]) == (False, 2, True)
+    assert trainer.scheduler.last_epoch == 3  # 16 + 16 + 8 images
+    Recording.calls = []
+    trainer = Trainer(tiny_net(), quiet(epochs=1))
+    trainer.fit(train)
+    assert Recording.calls[0]["padding"] == 4 and trainer.scheduler.last_epoch == 2
+
+
+def test_a_float64_model_trains_in_float64_to_round_off():
+    torch.manual_seed(2)
+    net = tiny_net().double()
+    reference = copy.deepcopy(net)
+    data = tiny_data(32)
+    inputs = data.images.double() / 255
+    config = quiet(epochs=1, lr=0.5, schedule="constant", augment=False, weight_decay=0.0)
+    Trainer(net, config).fit(TensorDataset(inputs, data.labels))
+
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.5, momentum=0.9)
+    reference.train()
+    order = torch.randperm(32, generator=epoch_generator(0, 0))
+    for batch in order.split(16):
+        loss = F.cross_entropy(reference(inputs[batch]), data.labels[batch])
+        assert loss.dtype == torch.float64
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert_same_state(net.state_dict(), reference.state_dict(), rtol=0, atol=1e-13)
 
 
 class Interrupt(nn.Module):

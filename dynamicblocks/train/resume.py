@@ -38,8 +38,10 @@ def resume_differences(
     :data:`FREE_ON_RESUME`; a field missing from an older checkpoint was
     trained at its default. ``epochs`` may change to any count not below
     the epochs already done, except that a ``cosine`` or ``onecycle``
-    schedule, which ends at its last epoch, cannot be extended. Every key of
-    the checkpoint's ``extra`` counts (keys it lacks are not compared).
+    schedule, which ends at its last epoch, cannot be extended (a ``step``
+    or ``geometric`` schedule keeps its shape, restored from the checkpoint,
+    and its last learning rate). Every key of the checkpoint's ``extra``
+    counts (keys it lacks are not compared).
 
     Returns:
         ``(setting, saved value, new value)`` triples, sorted by setting;

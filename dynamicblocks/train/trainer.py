@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.datasets import CifarDataset
 from ..manifest import carry_optimizer_state, refine_, time_blocks
 from ..ode_regularizers import ode_regularizers, set_steer
 from ._atomic import remove_leftovers
@@ -63,6 +64,11 @@ def _autocast(device: torch.device, amp: str) -> AbstractContextManager:
         return nullcontext()
     dtype = torch.bfloat16 if amp == "bf16" else torch.float16
     return torch.autocast(device.type, dtype=dtype)
+
+
+def _for_loss(logits: torch.Tensor) -> torch.Tensor:
+    """``logits`` in at least single precision: half precision is upcast, float64 kept."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
 
 
 def _prepare(images: torch.Tensor, channels_last: bool) -> torch.Tensor:
@@ -146,7 +152,7 @@ def evaluate(
     for images, labels in dataset.batches(batch_size, shuffle=False):
         with _autocast(dataset.device, amp):
             logits = model(_prepare(images, channels_last))
-        loss = F.cross_entropy(logits.float(), labels, reduction="sum")
+        loss = F.cross_entropy(_for_loss(logits), labels, reduction="sum")
         correct = (logits.argmax(1) == labels).sum().double()
         totals += torch.stack([loss.double(), correct, totals.new_tensor(len(labels))])
         if bar is not None:
@@ -171,8 +177,9 @@ class Trainer:
       other file is derived from it, and :meth:`fit` with ``resume=True``
       continues from it exactly (and rewrites the others).
     - ``best.pt``: the model's ``state_dict`` with the best validation
-      accuracy so far (the latest model if there is no validation set);
-      load it with :func:`~dynamicblocks.train.load_checkpoint`.
+      accuracy so far (``config.best_by="acc"``, the first of equals) or the
+      lowest validation loss (``"loss"``); the latest model if there is no
+      validation set. Load it with :func:`~dynamicblocks.train.load_checkpoint`.
     - ``log.jsonl``: one JSON object per epoch (``epoch``, ``lr``,
       ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``seconds``,
       ``images_per_s``).
@@ -237,7 +244,9 @@ class Trainer:
         self.refinements = 0
         self.epoch = 0
         self.history: list[dict] = []
+        #: The validation accuracy and loss of the best model so far (of ``best.pt``).
         self.best_acc = -math.inf
+        self.best_loss = math.inf
         #: The ``state_dict`` (on the CPU) of the best model so far, as in ``best.pt``.
         self.best_state: dict[str, torch.Tensor] | None = None
 
@@ -292,7 +301,10 @@ class Trainer:
                 training device once, batched by ``config``), or a
                 :class:`~torch.utils.data.DataLoader` of ``(inputs, labels)``
                 used as it is (its batch size, order and transforms;
-                ``config.batch_size`` and ``config.augment`` do not apply).
+                ``config.batch_size``, ``augment``, ``crop_padding`` and
+                ``drop_last`` do not apply). ``crop_padding`` applies to a
+                ``CifarDataset`` only; a ``TensorDataset`` augments with its
+                own ``transform``.
             val: the validation set that picks ``best.pt`` (optional), of
                 the same kinds.
             resume: continue from ``out_dir/checkpoint.pt`` if it exists
@@ -357,7 +369,7 @@ class Trainer:
         return {
             "batch_size": self.config.batch_size // self.dist.world_size,
             "generator": epoch_generator(self.config.seed, epoch),
-            "drop_last": True,
+            "drop_last": self.config.drop_last,
             "rank": self.dist.rank,
             "world_size": self.dist.world_size,
         }
@@ -367,7 +379,10 @@ class Trainer:
         if isinstance(train, LoaderData):
             batches = train.epoch(self.epoch)
         else:
-            batches = train.batches(**self._epoch_batches(self.epoch), augment=config.augment)
+            padding = {"padding": config.crop_padding} if isinstance(train, CifarDataset) else {}
+            batches = train.batches(
+                **self._epoch_batches(self.epoch), augment=config.augment, **padding
+            )
         lr = self.optimizer.param_groups[0]["lr"]
         bar = None
         if config.progress and self.dist.is_main:
@@ -405,7 +420,7 @@ class Trainer:
                 stats = stack.enter_context(ode_regularizers(self.model, kinetic, probes))
             with _autocast(self.device, config.amp):
                 logits = self._train_model(_prepare(images, config.channels_last))
-        loss = F.cross_entropy(logits.float(), labels, label_smoothing=config.label_smoothing)
+        loss = F.cross_entropy(_for_loss(logits), labels, label_smoothing=config.label_smoothing)
         total = loss
         if self._regularized:  # reported: the task's loss alone
             total = loss + stats.loss(config.kinetic_energy, config.jacobian_norm)
@@ -471,9 +486,9 @@ class Trainer:
         self.epoch += 1
         self.history.append(record)
         has_val = "val_acc" in record
-        if not has_val or record["val_acc"] > self.best_acc:
+        if not has_val or self._is_better(record):
             if has_val:
-                self.best_acc = record["val_acc"]
+                self.best_acc, self.best_loss = record["val_acc"], record["val_loss"]
             self.best_state = {
                 key: value.detach().to("cpu", copy=True)
                 for key, value in self.model.state_dict().items()
@@ -485,6 +500,12 @@ class Trainer:
             if self.config.verbose:
                 print(_summary(record, self.config.epochs), flush=True)
         self.dist.barrier()
+
+    def _is_better(self, record: dict) -> bool:
+        """Whether the epoch of ``record`` beats the best model by ``config.best_by``."""
+        if self.config.best_by == "loss":
+            return record["val_loss"] < self.best_loss
+        return record["val_acc"] > self.best_acc
 
     def _write_derived(self) -> None:
         """Write ``best.pt`` and ``log.jsonl`` from the state (as of the last checkpoint)."""
@@ -502,6 +523,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "history": list(self.history),
             "best_acc": self.best_acc,
+            "best_loss": self.best_loss,
             "best_model": self.best_state,
             "rng": rng_state(),
             "config": self.config.to_dict(),
@@ -539,6 +561,7 @@ class Trainer:
         self.scaler.load_state_dict(state["scaler"])
         self.epoch, self.history = state["epoch"], list(state["history"])
         self.best_acc = state["best_acc"]
+        self.best_loss = state.get("best_loss", math.inf)  # older checkpoints: acc only
         best = state.get("best_model")
         self.best_state = None if best is None else {k: v.cpu() for k, v in best.items()}
         set_rng_state(state["rng"])
