@@ -17,6 +17,7 @@ PAGES = [
     "docs/memory.md",
     "docs/multistep.md",
     "docs/adaptive.md",
+    "docs/neural_odes.md",
 ]
 
 
