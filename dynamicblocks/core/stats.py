@@ -36,9 +36,10 @@ PROBES = ("rademacher", "gaussian")
 """The distributions of Hutchinson's probes."""
 
 
-def _mean_square(value: torch.Tensor) -> torch.Tensor:
-    """``||value[n]||^2`` summed over all but the first dimension, averaged over ``n``."""
-    return value.reshape(value.shape[0], -1).square().sum(1).mean()
+def _mean_square(value: torch.Tensor, weight: float = 1.0) -> torch.Tensor:
+    """``weight`` times ``||value[n]||^2`` (all but the first dimension), averaged over ``n``."""
+    flat = value.reshape(-1)
+    return torch.dot(flat, flat) * (weight / value.shape[0])  # one reduction, one scale
 
 
 def _total(terms: list[torch.Tensor]) -> torch.Tensor:
@@ -117,7 +118,7 @@ class RecordingFields:
             return self._fields(evaluation, x, shape, args)
         if not stats.probes:
             f = self._fields(evaluation, x, shape, args)
-            stats._kinetic.append(weight * _mean_square(f))
+            stats._kinetic.append(_mean_square(f, weight))
             return f
         graph = torch.is_grad_enabled()  # keep the terms differentiable when training
         with torch.enable_grad():
@@ -133,7 +134,7 @@ class RecordingFields:
         if not graph:  # values only, as the pass itself
             f, squares = f.detach(), [square.detach() for square in squares]
         if squares:
-            stats._jacobian.append(weight * torch.stack(squares).mean())
+            stats._jacobian.append(torch.stack(squares).mean() * weight)
         if stats.kinetic:
-            stats._kinetic.append(weight * _mean_square(f))
+            stats._kinetic.append(_mean_square(f, weight))
         return f
