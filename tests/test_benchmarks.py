@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -125,21 +126,43 @@ def test_hand_written_twins_compute_the_library_networks(name):
 def test_memory_benchmark_prints_every_mode_with_ratios_to_full():
     out = run_benchmark(
         "memory.py", "--steps", "1", "2", "--batch-size", "2", "--repeats", "1", "--widths", "4",
-        "8", "--threads", "1",
+        "8", "--threads", "1", "--target-steps", "2",
     )  # fmt: skip
-    rows = [line.split() for line in out.splitlines() if line.startswith(("parabolic", "hamil"))]
+    networks = ("parabolic", "hamiltonian", "reversible_heun", "alf")
+    rows = [line.split() for line in out.splitlines() if line.startswith(networks)]
     rows = [row for row in rows if row[1].isdigit()]  # not the "peak without the blocks" lines
     modes = {(row[0], row[2]) for row in rows}
     assert modes == {
         ("parabolic", "full"), ("parabolic", "checkpoint"), ("parabolic", "adjoint"),
         ("hamiltonian", "full"), ("hamiltonian", "checkpoint"), ("hamiltonian", "reversible"),
+        ("reversible_heun", "full"), ("reversible_heun", "checkpoint"),
+        ("reversible_heun", "reversible"),
+        ("alf", "full"), ("alf", "checkpoint"), ("alf", "reversible"),
     }  # fmt: skip
-    assert len(rows) == 12
+    assert len(rows) == 24
     for row in rows:
         timed(row[3]), timed(row[4])  # time s and its ratio to full
         assert float(row[5]) > 0  # saved MB: counted, not timed
         if row[2] == "full":
             assert float(row[4]) == 1.0
+    saved = {(row[0], row[1], row[2]): float(row[5]) for row in rows}
+    for network in ("reversible_heun", "alf"):  # reversible keeps no more as the steps grow
+        assert saved[network, "2", "full"] > saved[network, "1", "full"]
+        assert saved[network, "2", "reversible"] == saved[network, "1", "reversible"]
+    # the summary: one line per mode with a target, each ratio with its verdict
+    summary = out.split("targets at 2 steps per block")[1].splitlines()[1:]
+    assert [line.split()[:2] for line in summary] == [
+        ["parabolic", "checkpoint"], ["parabolic", "adjoint"],
+        ["hamiltonian", "checkpoint"], ["hamiltonian", "reversible"],
+        ["reversible_heun", "checkpoint"], ["reversible_heun", "reversible"],
+        ["alf", "checkpoint"], ["alf", "reversible"],
+    ]  # fmt: skip
+    for line in summary:
+        verdicts = re.findall(r"(\S+) \(target <= [0-9.]+\) (met|MISSED|not measured)", line)
+        assert len(verdicts) == (1 if "adjoint" in line else 2), line
+        for ratio, verdict in verdicts:  # measured, so any finite number ("-": no probe)
+            assert (ratio == "-") == (verdict == "not measured"), line
+            assert ratio == "-" or math.isfinite(float(ratio)), line
 
 
 def test_methods_benchmark_prints_ratios_and_exact_saved_states():
@@ -210,3 +233,29 @@ def test_adaptive_benchmark_matches_torchdiffeqs_evaluations():
         assert ours[7] == "1.000"
         for row in (ours, peer):
             timed(row[6]), timed(row[7]), timed(row[8])
+
+
+def test_regularizers_benchmark_prints_costs_against_the_plain_step():
+    out = run_benchmark(
+        "regularizers.py", "--batch-size", "2", "--widths", "4", "8", "8", "--features", "2",
+        "--hidden", "8", "--mlp-batch", "8", "--mlp-steps", "2", "--repeats", "1", "--warmup",
+        "0", "--min-time", "0", "--threads", "1",
+    )  # fmt: skip
+    rows = [line.split() for line in out.splitlines() if line.startswith(("rknet", "mlp2"))]
+    variants = ["none", "kinetic", "kinetic+1probe", "kinetic+2probes"]
+    assert [row[:2] for row in rows] == [[net, v] for net in ("rknet", "mlp2") for v in variants]
+    evaluations = {"rknet": 2 * 4 * 4, "mlp2": 2 * 4}  # blocks x steps x RK4 stages
+    for network, variant, evals, kinetic, jacobian, ms, ratio, target, met in rows:
+        assert int(evals) == evaluations[network]  # counted, not timed
+        assert (kinetic == "-") == (variant == "none")
+        assert (jacobian == "-") == ("probe" not in variant)
+        for value in (kinetic, jacobian):
+            assert value == "-" or float(value) > 0
+        timed(ms), timed(ratio)
+        if variant == "none":
+            assert ratio == "1.000"
+        if variant in ("kinetic", "kinetic+1probe"):
+            assert float(target) > 1 and met in ("yes", "no")
+        else:
+            assert target == met == "-"
+    assert sum(line.startswith("  ") for line in out.split("targets")[-1].splitlines()) == 4
