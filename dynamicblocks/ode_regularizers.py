@@ -33,13 +33,49 @@ from ._validate import int_in_range, one_of
 from .core.block import TimeBlock
 from .core.stats import PROBES, SolveStats
 
-__all__ = ["PROBES", "SolveStats", "ode_regularizers", "set_steer"]
+__all__ = [
+    "PROBES",
+    "SolveStats",
+    "check_regularizers",
+    "check_steer",
+    "ode_regularizers",
+    "set_steer",
+]
 
 
 def _blocks(module: nn.Module) -> list[tuple[str, TimeBlock]]:
     blocks = [(name, m) for name, m in module.named_modules() if isinstance(m, TimeBlock)]
     if not blocks:
         raise ValueError(f"{type(module).__name__} contains no block on a time grid")
+    return blocks
+
+
+def check_regularizers(module: nn.Module) -> list[tuple[str, TimeBlock]]:
+    """The named blocks of ``module`` if :func:`ode_regularizers` can collect from all of them.
+
+    Raises:
+        ValueError: for a module without blocks, a block whose method does not
+            pass quadrature weights, or a block whose memory mode is not ``"full"``.
+        RuntimeError: if a block is already inside an ``ode_regularizers``.
+    """
+    blocks = _blocks(module)
+    for name, block in blocks:
+        if not block.method.quadrature:
+            raise ValueError(
+                f"block {name or '(the module)'!r} ({type(block).__name__}, "
+                f"{block.method.name}) cannot integrate regularisers: only DynamicBlock, "
+                "ReversibleHeunBlock and ALFBlock pass their quadrature weights"
+            )
+        if block.memory != "full":
+            raise ValueError(
+                f"block {name or '(the module)'!r} has memory={block.memory!r}; the "
+                "regularisers are taken from the stages autograd stores, so they need "
+                "memory='full' (dynamicblocks.set_memory(model, 'full'))"
+            )
+        if block._stats is not None:
+            raise RuntimeError(
+                f"block {name or '(the module)'!r} is already collecting regularisers"
+            )
     return blocks
 
 
@@ -80,24 +116,7 @@ def ode_regularizers(
         raise TypeError(f"kinetic must be a bool, got {type(kinetic).__name__}")
     probes = int_in_range("probes", probes, 0)
     one_of("probe", probe, PROBES)
-    blocks = _blocks(module)
-    for name, block in blocks:
-        if not block.method.quadrature:
-            raise ValueError(
-                f"block {name or '(the module)'!r} ({type(block).__name__}, "
-                f"{block.method.name}) cannot integrate regularisers: only DynamicBlock, "
-                "ReversibleHeunBlock and ALFBlock pass their quadrature weights"
-            )
-        if block.memory != "full":
-            raise ValueError(
-                f"block {name or '(the module)'!r} has memory={block.memory!r}; the "
-                "regularisers are taken from the stages autograd stores, so they need "
-                "memory='full' (dynamicblocks.set_memory(model, 'full'))"
-            )
-        if block._stats is not None:
-            raise RuntimeError(
-                f"block {name or '(the module)'!r} is already collecting regularisers"
-            )
+    blocks = check_regularizers(module)
     stats = SolveStats(kinetic, probes, probe)
     try:
         for _, block in blocks:
@@ -121,15 +140,23 @@ def set_steer(module: nn.Module, b: float) -> list[str]:
         ValueError: for a module without blocks, or a ``b`` some block refuses
             (then no block is changed).
     """
-    blocks = _blocks(module)
-    for name, block in blocks:
-        previous = block.steer
-        try:
-            block.steer = b
-        except ValueError as error:
-            raise ValueError(f"block {name or '(the module)'!r}: {error}") from None
-        finally:
-            block._steer = previous
+    blocks = check_steer(module, b)
     for _, block in blocks:
         block.steer = b
     return [name for name, _ in blocks]
+
+
+def check_steer(module: nn.Module, b: float) -> list[tuple[str, TimeBlock]]:
+    """The named blocks of ``module`` if every one accepts STEER's half-width ``b`` (none is set).
+
+    Raises:
+        ValueError: for a module without blocks, or a ``b`` some block refuses,
+            naming the block.
+    """
+    blocks = _blocks(module)
+    for name, block in blocks:
+        try:
+            block.check_steer(b)
+        except ValueError as error:
+            raise ValueError(f"block {name or '(the module)'!r}: {error}") from None
+    return blocks

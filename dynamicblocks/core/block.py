@@ -222,6 +222,14 @@ class TimeBlock(MemoryModule):
 
     @steer.setter
     def steer(self, b: float) -> None:
+        self._steer = self.check_steer(b)
+
+    def check_steer(self, b: float) -> float:
+        """``b`` as a float if :attr:`steer` accepts it (nothing is set).
+
+        Raises:
+            ValueError: as :attr:`steer`.
+        """
         span = self._t[-1] - self._t[0]
         if not isinstance(b, (int, float)) or isinstance(b, bool) or not 0.0 <= b < span:
             raise ValueError(
@@ -233,7 +241,7 @@ class TimeBlock(MemoryModule):
                 f"{type(self).__name__}.steer needs a first-order method whose fields can be "
                 f"rescaled in time; {self._method.name} is not one"
             )
-        self._steer = float(b)
+        return float(b)
 
     def _time_scale(self) -> float:
         """This pass's factor on the fields: STEER's draw in training, else 1."""

@@ -16,7 +16,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..data.datasets import CifarDataset
 from ..manifest import carry_optimizer_state, refine_, time_blocks
-from ..ode_regularizers import ode_regularizers, set_steer
+from ..ode_regularizers import check_regularizers, check_steer, ode_regularizers, set_steer
 from ._atomic import remove_leftovers
 from .checkpoint import CheckpointError, atomic_save, load_checkpoint, rng_state, set_rng_state
 from .config import TrainConfig
@@ -96,21 +96,17 @@ def check_model(model: nn.Module, config: TrainConfig) -> None:
             method, or a memory mode other than ``"full"``) or refuses STEER's
             half-width.
     """
+    checks = []
     if config.kinetic_energy or config.jacobian_norm:
         name = "kinetic_energy" if config.kinetic_energy else "jacobian_norm"
+        checks.append((name, lambda: check_regularizers(model)))
+    if config.steer:
+        checks.append(("steer", lambda: check_steer(model, config.steer)))
+    for name, check in checks:
         try:
-            with ode_regularizers(model):
-                pass
+            check()
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
-    if config.steer:
-        previous = {block: block.steer for block in time_blocks(model)}
-        try:
-            set_steer(model, config.steer)
-        except ValueError as error:
-            raise ValueError(f"steer: {error}") from None
-        for block, b in previous.items():
-            block.steer = b
 
 
 def evaluate(
