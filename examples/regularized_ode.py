@@ -45,7 +45,7 @@ probes; and the solve of the test set with :func:`~dynamicblocks.solve_adaptive`
 (``dopri5``, ``--rtol``, ``--atol``): its field evaluations (NFE), accepted
 and rejected steps, and the test loss and accuracy from its end state. With the
 defaults, the three regularised runs need far fewer evaluations than ``none``
-at a test loss and accuracy like its own; STEER, on this task, does not lower
+at a test loss and accuracy like its own; STEER, on two moons, does not lower
 the evaluations.
 
 Everything goes to --out (default runs/regularized_ode): results.json (the
