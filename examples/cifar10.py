@@ -8,6 +8,7 @@
     python examples/cifar10.py --model hamiltonian --box-constraints 1 1   # Ruthotto & Haber
     torchrun --nproc_per_node 4 examples/cifar10.py --sync-bn   # 4 GPUs, DDP
     python examples/cifar10.py --out RUN_DIR --resume           # continue an interrupted run
+    python examples/cifar10.py --out RUN_DIR --time-limit 50    # stop, saved, within 50 minutes
     python examples/cifar10.py --evaluate RUN_DIR/best.pt       # test accuracy of a saved model
 
 Two recipes set the training settings. --recipe original (see
@@ -401,6 +402,14 @@ def _build_parser() -> _Parser:
         help="seconds every rank waits for the others under torchrun before failing",
     )
     add("--seed", type=_number(int, 0), default=0, help="seeds the weights, split and batches")
+    add(
+        "--time-limit",
+        type=_number(float, 0, closed=False),
+        default=None,
+        metavar="MINUTES",
+        help="stop, checkpointed, after the epoch when one more would end past this many "
+        "minutes of training (continue with --resume); None: no limit",
+    )
     add(
         "--out",
         default=None,
@@ -896,7 +905,8 @@ def _train(
     extra = {**settings(args), "data": fingerprint}
     trainer = Trainer(model, config, out, dist, extra=extra)
     try:
-        trainer.fit(train, val, resume=args.resume)
+        limit = None if args.time_limit is None else 60 * args.time_limit
+        trainer.fit(train, val, resume=args.resume, time_limit=limit)
     except ResumeMismatchError as error:
         raise UsageError(_resume_message(error.path, error.differences)) from None
     except CheckpointError as error:
@@ -907,6 +917,15 @@ def _train(
             message = str(error).replace("Try a lower lr, box_constraints or amp='none'.", advice)
             print(f"error: {message}", file=sys.stderr, flush=True)
         return 1
+    if not trainer.finished:
+        if dist.is_main:
+            print(
+                f"stopped after epoch {trainer.epoch}/{config.epochs} (--time-limit "
+                f"{args.time_limit:g} minutes): continue with --resume --out {out} and the "
+                "same flags",
+                flush=True,
+            )
+        return 0
     best = load_model(args, num_classes, trainer.best_state).to(dist.device)
     figures = evaluate(best, test, amp=args.amp, dist=dist)
     if dist.is_main:

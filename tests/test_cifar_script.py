@@ -114,6 +114,46 @@ def test_script_resume_after_interruption_equals_an_uninterrupted_run(
     )
 
 
+def test_time_limit_stops_checkpointed_and_resume_finishes_the_same_run(data_dir, tmp_path, capsys):
+    common = [
+        "--data-dir",
+        str(data_dir),
+        "--subset",
+        "100",
+        "--epochs",
+        "2",
+        "--batch-size",
+        "25",
+        "--model",
+        "preact_resnet8",
+        "--no-progress",
+        "--no-download",
+    ]
+    assert cifar10.main([*common, "--out", str(tmp_path / "a")]) == 0
+    # Any epoch outlasts 1e-6 minutes: the run stops after its first (each call trains one).
+    assert cifar10.main([*common, "--out", str(tmp_path / "b"), "--time-limit", "1e-6"]) == 0
+    out = capsys.readouterr().out
+    assert "stopped after epoch 1/2 (--time-limit 1e-06 minutes)" in out
+    assert f"continue with --resume --out {tmp_path / 'b'}" in out
+    assert not (tmp_path / "b" / "results.json").exists()
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 1
+    assert cifar10.main([*common, "--out", str(tmp_path / "b"), "--resume"]) == 0
+    a, b = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in "ab")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    results = [json.loads((tmp_path / d / "results.json").read_text()) for d in "ab"]
+    assert results[0]["test_acc"] == results[1]["test_acc"] and results[1]["epochs"] == 2
+
+
+@pytest.mark.parametrize("value", ["0", "-5", "nan", "soon"])
+def test_bad_time_limit_is_one_error_line(value, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cifar10.parse_args(["--time-limit", value])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: argument --time-limit:")
+
+
 def test_resume_with_another_model_is_refused(data_dir, tmp_path, capsys):
     common = [
         "--data-dir",

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import time
 from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -329,6 +330,59 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(tmp_path):
     assert [r["epoch"] for r in history] == [1, 2, 3]
     assert len(read_log(tmp_path / "b" / "log.jsonl")) == 3
     assert [r["val_acc"] for r in history] == [r["val_acc"] for r in a["history"]]
+
+
+class EpochClock:
+    """A stand-in for ``time.perf_counter`` in the trainer: each epoch takes ``seconds``.
+
+    Each reading also moves it on by a microsecond, so no duration is zero.
+    """
+
+    def __init__(self, monkeypatch, seconds: float) -> None:
+        self.now, self.seconds = 0.0, seconds
+        end_epoch = Trainer._end_epoch
+
+        def timed_end_epoch(trainer, record):
+            self.now += self.seconds
+            end_epoch(trainer, record)
+
+        monkeypatch.setattr(Trainer, "_end_epoch", timed_end_epoch)
+        clock = SimpleNamespace(perf_counter=self.read)  # the trainer's module only
+        monkeypatch.setattr("dynamicblocks.train.trainer.time", clock)
+
+    def read(self) -> float:
+        self.now += 1e-6
+        return self.now
+
+
+def test_time_limit_stops_after_a_saved_epoch_and_resume_finishes_the_run(tmp_path, monkeypatch):
+    train, val = split(tiny_data(), 32)
+    config = quiet(epochs=5, lr=0.1)
+    torch.manual_seed(3)
+    uninterrupted = Trainer(tiny_net(), config, tmp_path / "a")
+    uninterrupted.fit(train, val)
+    assert uninterrupted.finished
+
+    EpochClock(monkeypatch, seconds=10.0)
+    torch.manual_seed(3)
+    first = Trainer(tiny_net(), config, tmp_path / "b")
+    history = first.fit(train, val, time_limit=35.0)  # 10 + 10 + 10, then a 4th would end at 40
+    assert [r["epoch"] for r in history] == [1, 2, 3] and not first.finished
+    assert load_checkpoint(tmp_path / "b" / "checkpoint.pt")["epoch"] == 3
+    second = Trainer(tiny_net(), config, tmp_path / "b")
+    second.fit(train, val, resume=True, time_limit=0.5)  # at least one epoch per call
+    assert second.epoch == 4 and not second.finished
+    last = Trainer(tiny_net(), config, tmp_path / "b")
+    last.fit(train, val, resume=True, time_limit=1e9)
+    assert last.finished
+    assert_same_state(last.model.state_dict(), uninterrupted.model.state_dict())
+    assert [r["val_acc"] for r in last.history] == [r["val_acc"] for r in uninterrupted.history]
+
+
+@pytest.mark.parametrize("limit", [0, -1.0, math.nan, "60", True])
+def test_time_limit_must_be_a_positive_number(limit):
+    with pytest.raises(ValueError, match=r"time_limit must be a positive number of seconds, got"):
+        Trainer(tiny_net(), quiet(epochs=1)).fit(tiny_data(48), time_limit=limit)
 
 
 def test_resume_refuses_other_settings_and_starts_afresh_without_a_checkpoint(tmp_path):

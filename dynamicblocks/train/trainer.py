@@ -14,6 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from .._validate import real_number
 from ..data.datasets import CifarDataset
 from ..manifest import carry_optimizer_state, refine_, time_blocks
 from ..ode_regularizers import check_regularizers, check_steer, ode_regularizers, set_steer
@@ -285,7 +286,13 @@ class Trainer:
     def _path(self, name: str) -> Path | None:
         return None if self.out_dir is None else self.out_dir / name
 
-    def fit(self, train: Any, val: Any = None, resume: bool = False) -> list[dict]:
+    def fit(
+        self,
+        train: Any,
+        val: Any = None,
+        resume: bool = False,
+        time_limit: float | None = None,
+    ) -> list[dict]:
         """Train for ``config.epochs`` epochs (minus those already done if resuming).
 
         Leftover temporary files of an interrupted save in ``out_dir`` are
@@ -306,6 +313,12 @@ class Trainer:
             resume: continue from ``out_dir/checkpoint.pt`` if it exists
                 (from the start if it does not yet), and rewrite ``best.pt``
                 and ``log.jsonl`` from it.
+            time_limit: seconds this call may take (``None``: no limit). After
+                each epoch, once its checkpoint is saved, training stops if
+                another epoch as long as the longest of this call (training,
+                validation and saving) would end past the limit; at least one
+                epoch is trained. :attr:`finished` then is false, and a later
+                ``fit(..., resume=True)`` continues exactly where it stopped.
 
         Returns:
             The history: one record per epoch, as in ``log.jsonl``.
@@ -319,10 +332,15 @@ class Trainer:
                 or ``extra`` differ from this run's (see
                 :func:`~dynamicblocks.train.resume.resume_differences`).
             CheckpointError: if the checkpoint is damaged or not a trainer's.
-            ValueError: if ``resume`` without an ``out_dir``, or the
-                training set is smaller than one batch.
+            ValueError: if ``resume`` without an ``out_dir``, the training
+                set is smaller than one batch, or ``time_limit`` is not a
+                positive number.
         """
         config, dist = self.config, self.dist
+        if time_limit is not None:
+            time_limit = real_number(
+                "time_limit", time_limit, "a positive number of seconds", 0, open_low=True
+            )
         train = as_data(train, self.device)
         val = None if val is None else as_data(val, self.device)
         per_rank_batch = config.batch_size // dist.world_size
@@ -337,7 +355,12 @@ class Trainer:
             remove_leftovers(self.out_dir, RUN_FILES)
         if resume:
             self._resume()
+        began, longest = time.perf_counter(), 0.0
         while self.epoch < config.epochs:
+            if longest and time_limit is not None:
+                if self._out_of_time(time.perf_counter() - began, longest, time_limit):
+                    break
+            epoch_began = time.perf_counter()
             self._refine_if_due()
             record = self._train_epoch(train, steps_per_epoch)
             if val is not None:
@@ -351,9 +374,27 @@ class Trainer:
                 )
                 record.update(val_loss=figures["loss"], val_acc=figures["acc"])
             self._end_epoch(record)
+            longest = max(longest, time.perf_counter() - epoch_began)
         if dist.is_main and config.plot and self.out_dir is not None and self.history:
             plot_curves(self.history, self._path(PLOT))
         return self.history
+
+    @property
+    def finished(self) -> bool:
+        """Whether all ``config.epochs`` epochs are trained (false after a ``time_limit`` stop)."""
+        return self.epoch >= self.config.epochs
+
+    def _out_of_time(self, elapsed: float, longest: float, limit: float) -> bool:
+        """Whether one more epoch of ``longest`` seconds would end past ``limit`` (rank 0 says)."""
+        stop = self.dist.broadcast_object(elapsed + longest > limit)
+        if stop and self.config.verbose and self.dist.is_main:
+            print(
+                f"time limit: stopping after epoch {self.epoch}/{self.config.epochs} "
+                f"({elapsed:.0f} s of {limit:.0f} s used, the longest epoch took {longest:.0f} s); "
+                "resuming continues from its checkpoint",
+                flush=True,
+            )
+        return stop
 
     def _num_batches(self, train: Any) -> int:
         if isinstance(train, LoaderData):
