@@ -235,7 +235,9 @@ def test_driver_table_only_formats_two_fake_runs(tmp_path):
     assert baseline_row[:5] == ["3/3", "91.00", "91.50", "10.00", "10.00 - 10.00"]
     assert "| +0.23 points |" in rows["final test accuracy, library - baseline"]
     assert "| yes |" in rows["final test accuracy, library - baseline"]
-    assert "| 1.050 |" in rows["median s/epoch, library / baseline"]
+    assert "| 1.050 |" in rows["median s/epoch of the long runs, library / baseline"]
+    assert not [key for key in rows if key.startswith("paired")]  # no timing.jsonl
+    assert "Paired short runs" not in text and "--only timing" in text
     assert "| 1.00 | 2.00 | 3.00 | 3 |" in rows["during library"]
     assert "| 0.50 | 0.50 | 0.50 | 1 |" in rows["during baseline"]
     assert "batch_size 128" in text
@@ -252,3 +254,127 @@ def test_driver_table_of_a_partial_comparison_and_usage_errors(tmp_path):
     missing = run(DRIVER, "--data-dir", str(tmp_path / "nowhere"), "--out", str(root))
     assert missing.returncode == 2 and missing.stderr.startswith("error: --data-dir")
     assert len(missing.stderr.strip().splitlines()) == 1
+
+
+def test_driver_table_formats_the_paired_short_runs(tmp_path):
+    root = tmp_path / "parity"
+    root.mkdir()
+    seconds = [  # round, part, seconds: two complete rounds (in either order) and half a third
+        (1, "library", 10.4),
+        (1, "baseline", 10.0),
+        (2, "baseline", 9.0),
+        (2, "library", 9.6),
+        (3, "library", 11.0),
+    ]
+    (root / "timing.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "round": number,
+                    "part": part,
+                    "seconds": value,
+                    "images_per_s": 6400 / value,
+                    "load1": 1.0,
+                    "time": 1e9 + k,
+                }
+            )
+            + "\n"
+            for k, (number, part, value) in enumerate(seconds)
+        )
+        + '{"round": 4, "part": "libr'  # a torn last line
+    )
+    text = parity.table(root)
+    assert "## Paired short runs" in text
+    ratios = [10.4 / 10.0, 9.6 / 9.0]
+    median = (ratios[0] + ratios[1]) / 2
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
+    cells = {key: [c.strip() for c in row.split("|")[2:-1]] for key, row in rows.items()}
+    assert cells["1"] == ["10.40", "10.00", f"{ratios[0]:.3f}"]
+    assert cells["2"] == ["9.60", "9.00", f"{ratios[1]:.3f}"]
+    assert "3" not in cells  # incomplete
+    assert cells["median of 2 rounds"] == ["", "", f"{median:.3f}"]
+    name = "paired seconds per epoch, library / baseline (median of 2 rounds)"
+    met = "yes" if abs(median - 1) <= parity.TIME_TARGET else "no"
+    assert cells[name] == [f"{median:.3f}", "0.95 - 1.05", met]
+    assert cells["median s/epoch of the long runs, library / baseline"][0] == "n/a"
+    assert "one at a time" in text
+
+
+def test_driver_paired_short_runs_end_to_end(data_dir, tmp_path):
+    root = tmp_path / "parity"
+    common = ["--data-dir", str(data_dir), "--out", str(root), "--only", "timing"]
+    small = ["--timing-subset", "32", "--batch-size", "16", "--threads", "1"]
+    result = run(DRIVER, *common, "--rounds", "2", *small)
+    assert result.returncode == 0, result.stdout + result.stderr
+    records = [json.loads(line) for line in (root / "timing.jsonl").read_text().splitlines()]
+    assert [(r["round"], r["part"]) for r in records] == [
+        (1, "library"),
+        (1, "baseline"),
+        (2, "baseline"),
+        (2, "library"),
+    ]
+    for record in records:
+        assert set(record) == {"round", "part", "seconds", "images_per_s", "load1", "time"}
+        assert record["seconds"] >= 0 and record["images_per_s"] > 0
+    assert not (root / "settings.json").exists()
+    for part in ("library", "baseline"):
+        assert "[timing " + part + "] " in result.stdout
+        assert len((root / "timing" / part / "log.jsonl").read_text().splitlines()) == 1
+    text = (root / "parity.md").read_text()
+    assert "## Paired short runs" in text
+    assert "| paired seconds per epoch, library / baseline (median of 2 rounds) |" in text
+
+
+def test_driver_refuses_a_timing_subset_below_the_batch_size(data_dir, tmp_path):
+    root = tmp_path / "parity"
+    result = run(
+        DRIVER,
+        *("--data-dir", str(data_dir), "--out", str(root), "--only", "timing"),
+        *("--timing-subset", "8", "--batch-size", "16"),
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: --timing-subset 8")
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not root.exists()
+
+
+def test_driver_paired_rounds_continue_and_a_failed_run_stops_them(tmp_path, monkeypatch, capsys):
+    root = tmp_path / "parity"
+    root.mkdir()
+    done = [{"round": r, "part": p, "seconds": 1.0} for r, p in ((2, "baseline"), (3, "library"))]
+    (root / "timing.jsonl").write_text("".join(json.dumps(r) + "\n" for r in done))
+    calls = []
+
+    def forward(command, env, label, on_line=None):  # a run: one log record, no subprocess
+        out = Path(command[command.index("--out") + 1])
+        calls.append((label, out.name, command))
+        if len(calls) == 4:
+            return 3
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"epoch": 1, "seconds": 2.0, "images_per_s": 16.0}
+        (out / "log.jsonl").write_text(json.dumps(record) + "\n")
+        return 0
+
+    monkeypatch.setattr(parity, "forward", forward)
+    args = parity.parse_args(["--out", str(root), "--only", "timing", "--rounds", "3"])
+    args.data_dir = str(tmp_path)
+    assert parity.run_timing(args) == 3
+    error = capsys.readouterr().err
+    assert error.startswith("error: the timing baseline run of round 5 stopped with status 3")
+    assert [(label, name) for label, name, _ in calls] == [
+        ("timing baseline", "baseline"),  # round 4 (after the recorded 3): the baseline first
+        ("timing library", "library"),
+        ("timing library", "library"),  # round 5: the library first
+        ("timing baseline", "baseline"),  # fails: no round 6
+    ]
+    records = [json.loads(line) for line in (root / "timing.jsonl").read_text().splitlines()]
+    assert [(r["round"], r["part"]) for r in records[2:]] == [
+        (4, "baseline"),
+        (4, "library"),
+        (5, "library"),
+    ]
+    for _, _, command in calls:
+        assert command[-1] == "--overwrite" and "--resume" not in command
+        assert command[command.index("--epochs") + 1] == "1"
+        assert command[command.index("--subset") + 1] == "6400"
+    assert "--no-progress" in calls[1][2]
