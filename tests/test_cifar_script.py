@@ -114,21 +114,16 @@ def test_script_resume_after_interruption_equals_an_uninterrupted_run(
     )
 
 
-def test_time_limit_stops_checkpointed_and_resume_finishes_the_same_run(data_dir, tmp_path, capsys):
-    common = [
-        "--data-dir",
-        str(data_dir),
-        "--subset",
-        "100",
-        "--epochs",
-        "2",
-        "--batch-size",
-        "25",
-        "--model",
-        "preact_resnet8",
-        "--no-progress",
-        "--no-download",
+def small_run(data_dir: Path, epochs: int) -> list[str]:
+    """The flags of a run of preact_resnet8 on 100 images, 4 steps per epoch."""
+    return [
+        *("--data-dir", str(data_dir), "--subset", "100", "--epochs", str(epochs)),
+        *("--batch-size", "25", "--model", "preact_resnet8", "--no-progress", "--no-download"),
     ]
+
+
+def test_time_limit_stops_checkpointed_and_resume_finishes_the_same_run(data_dir, tmp_path, capsys):
+    common = small_run(data_dir, epochs=2)
     assert cifar10.main([*common, "--out", str(tmp_path / "a")]) == 0
     # Any epoch outlasts 1e-6 minutes: the run stops after its first (each call trains one).
     assert cifar10.main([*common, "--out", str(tmp_path / "b"), "--time-limit", "1e-6"]) == 0
@@ -155,21 +150,7 @@ def test_bad_time_limit_is_one_error_line(value, capsys):
 
 
 def test_resume_with_another_model_is_refused(data_dir, tmp_path, capsys):
-    common = [
-        "--data-dir",
-        str(data_dir),
-        "--subset",
-        "100",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "25",
-        "--model",
-        "preact_resnet8",
-        "--no-progress",
-        "--out",
-        str(tmp_path),
-    ]
+    common = [*small_run(data_dir, epochs=1), "--out", str(tmp_path)]
     assert cifar10.main(common) == 0
     capsys.readouterr()
     assert cifar10.main([*common, "--scheme", "rk4", "--resume"]) == 2
