@@ -65,6 +65,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import dynamicblocks as db
+from dynamicblocks.models import _double_sym_net
 
 from _probe import peak_rss_growth_mb, pin_mmap_threshold, saved_activation_mb
 from _timing import interleaved_medians, set_threads
@@ -80,19 +81,7 @@ def parabolic_layout(
     connective unit (BatchNorm, ReLU) with average pooling by 2 but after the
     last stage; a 3x3 opening, global average pooling and a linear classifier.
     """
-    layer = functools.partial(db.DoubleSymLayer, norm="tv", act="relu")
-    stages = [
-        db.Stage(
-            width=width,
-            out_channels=out,
-            layer=layer,
-            t=t,
-            pool="avg" if i < len(widths) - 2 else None,
-            block=block,
-        )
-        for i, (width, out) in enumerate(zip(widths, widths[1:]))
-    ]
-    return db.DynamicNet(stages, 3, 10, norm="batch", act="relu")
+    return _double_sym_net(block, 10, 3, widths, t, None, "constant")
 
 
 FAMILIES = {
