@@ -239,6 +239,37 @@ def test_best_model_by_validation_loss(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["best_loss"] == best_epoch["val_loss"]
 
 
+class GradModeProbe(nn.Module):
+    """Wraps a model and records, per call, whether autograd was recording."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model, self.grad_enabled = model, []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.grad_enabled.append(torch.is_grad_enabled())
+        return self.model(x)
+
+
+def test_evaluate_builds_no_autograd_graph_and_matches_a_hand_written_loop():
+    # With a graph, every batch's activations stay alive through the running sums
+    # until the end: memory grows with the size of the evaluated set.
+    data = tiny_data()
+    probe = GradModeProbe(tiny_net()).train()
+    figures = evaluate(probe, data, batch_size=16)
+    assert probe.grad_enabled == [False] * math.ceil(len(data) / 16)
+    assert torch.is_grad_enabled() and probe.training
+    probe.model.eval()
+    loss, correct = 0.0, 0
+    with torch.no_grad():
+        for images, labels in data.batches(16, shuffle=False):
+            logits = probe.model(images)
+            loss += F.cross_entropy(logits, labels, reduction="sum").item()
+            correct += (logits.argmax(1) == labels).sum().item()
+    assert figures["count"] == len(data) and figures["acc"] == correct / len(data)
+    assert figures["loss"] == pytest.approx(loss / len(data), rel=1e-6)
+
+
 class Recording(CifarDataset):
     """A CifarDataset that records the arguments of every ``batches`` call."""
 

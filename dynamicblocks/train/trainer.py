@@ -87,7 +87,6 @@ def _progress_bar(total: int, description: str) -> Any:
     return tqdm(total=total, desc=description, leave=False)
 
 
-@torch.no_grad()
 def check_model(model: nn.Module, config: TrainConfig) -> None:
     """Check that ``model`` can train with ``config``'s regularisers and STEER.
 
@@ -110,6 +109,7 @@ def check_model(model: nn.Module, config: TrainConfig) -> None:
             raise ValueError(f"{name}: {error}") from None
 
 
+@torch.no_grad()
 def evaluate(
     model: nn.Module,
     dataset: Any,
