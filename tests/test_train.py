@@ -573,11 +573,19 @@ def _ddp_worker(rank: int, world_size: int, port: int, out: str) -> None:
     dist.close()
 
 
-def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path):
-    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2)
+def _single_worker(rank: int, out: str) -> None:
+    """The reference of the DDP test: the same run in one process, also with one thread."""
+    torch.set_num_threads(1)
     train, val = split(tiny_data(), 32)
     torch.manual_seed(0)
-    Trainer(tiny_net(norm="tv"), quiet(epochs=2, batch_size=16), tmp_path / "one").fit(train, val)
+    Trainer(tiny_net(norm="tv"), quiet(epochs=2, batch_size=16), out).fit(train, val)
+
+
+def test_two_gloo_processes_equal_one_process_on_the_same_global_batch(tmp_path):
+    # Both sides run in fresh processes with one thread each, so that neither depends on
+    # what earlier tests did to this process.
+    mp.spawn(_ddp_worker, args=(2, _free_port(), str(tmp_path / "ddp")), nprocs=2)
+    mp.spawn(_single_worker, args=(str(tmp_path / "one"),), nprocs=1)
     one, ddp = (load_checkpoint(tmp_path / d / "checkpoint.pt") for d in ("one", "ddp"))
     # Gradients are averaged in another order (per rank, then across ranks): float32 round-off.
     assert_same_state(ddp["model"], one["model"], rtol=1e-5, atol=1e-6)
