@@ -7,6 +7,7 @@
     python benchmarks/parity.py --data-dir DATA_DIR --only baseline  # one side only
     python benchmarks/parity.py --data-dir DATA_DIR --only timing    # paired short runs
     python benchmarks/parity.py --data-dir DATA_DIR --only timing --rounds 5 --timing-subset 12800
+    python benchmarks/parity.py --data-dir DATA_DIR --only timing --allocator retain
 
 ``DATA_DIR`` holds the extracted ``cifar-10-batches-py/`` (data_batch_1..5,
 test_batch). One after the other, into ``--out`` (default ``runs/parity``):
@@ -63,10 +64,19 @@ weight decay, seed, threads, device), into ``OUT/timing/library`` and
 goes first in odd rounds and the baseline in even ones, so a drift of the
 machine's speed weighs on both alike. Each run appends one line to
 ``OUT/timing.jsonl`` (round, part, seconds, images_per_s, the 1-minute load
-average at its end, time); running the mode again adds further rounds,
-numbered on from the last. The table then shows every complete round's
+average at its end, allocator, time); running the mode again adds further
+rounds, numbered on from the last. The table then shows every complete round's
 library and baseline seconds and their ratio, and the median of these ratios
-as the paired comparison (target: within 5 %). These runs need no matching
+as the paired comparison (target: within 5 %), once per ``--allocator``.
+
+``--allocator retain`` runs both sides with glibc malloc's settings that keep
+freed memory in the process (``MALLOC_TRIM_THRESHOLD_``,
+``MALLOC_MMAP_THRESHOLD_``; see ``ALLOCATORS`` and mallopt(3)). With the
+system's settings, the memory of every batch's activations is returned to the
+system and faulted back in, page by page, by the next batch: a cost that
+changes with the order in which a program allocates and frees and with the
+state of the machine, and that moves a one-epoch time by several per cent
+from run to run. With ``retain`` that cost is gone for both sides alike. These runs need no matching
 ``settings.json`` and write nothing there; a failed run stops the
 measurement, and the rounds recorded before it are kept.
 
@@ -104,6 +114,13 @@ TIMING = "timing.jsonl"  # the paired short runs
 RECIPE = ("model", "epochs", "batch_size", "lr", "weight_decay", "seed", "subset")
 ACCURACY_TARGET = 0.5  # points
 TIME_TARGET = 0.05  # relative
+# --allocator retain: glibc's malloc keeps what the process frees (no trimming of the heap
+# top, no separate mappings for large blocks) instead of returning it to the system and
+# faulting it back in, page by page, when the next batch allocates again (mallopt(3)).
+ALLOCATORS = {
+    "system": {},
+    "retain": {"MALLOC_TRIM_THRESHOLD_": str(2**40), "MALLOC_MMAP_THRESHOLD_": str(2**25)},
+}
 
 
 class UsageError(Exception):
@@ -199,8 +216,8 @@ def sample_load(out: Path, part: str) -> None:
 
 
 def part_env(args: argparse.Namespace, part: str) -> dict[str, str]:
-    """The environment of one side's run: this checkout's library, the threads."""
-    env = dict(os.environ)
+    """The environment of one side's run: this checkout's library, the threads, the allocator."""
+    env = {**os.environ, **ALLOCATORS[args.allocator]}
     if part == "library":  # this checkout's library
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if args.threads is not None:  # the library script has no --threads: torch reads these
@@ -321,6 +338,7 @@ def run_timing(args: argparse.Namespace) -> int:
                 "seconds": seconds,
                 "images_per_s": rate if isinstance(rate, (int, float)) else None,
                 "load1": load1,
+                "allocator": args.allocator,
                 "time": now,
             }
             with open(root / TIMING, "a", encoding="utf-8") as file:
@@ -368,10 +386,17 @@ def load_figures(root: Path) -> dict[str, tuple[float, float, float, int]]:
     }
 
 
-def paired_rounds(root: Path) -> list[tuple[int, float, float]]:
-    """The complete rounds of ``OUT/timing.jsonl``: round, library and baseline seconds."""
+def _allocator(record: dict) -> str:
+    return record.get("allocator", "system")  # rounds recorded before --allocator existed
+
+
+def paired_rounds(root: Path, allocator: str = "system") -> list[tuple[int, float, float]]:
+    """The complete rounds of ``OUT/timing.jsonl`` measured with ``allocator``: round,
+    library and baseline seconds."""
     seconds: dict[int, dict[str, float]] = {}
     for record in timing_records(root):
+        if _allocator(record) != allocator:
+            continue
         number, part, value = record.get("round"), record.get("part"), record.get("seconds")
         if isinstance(number, int) and part in PARTS and isinstance(value, (int, float)):
             seconds.setdefault(number, {})[part] = value  # a repeated record: the last
@@ -380,6 +405,10 @@ def paired_rounds(root: Path) -> list[tuple[int, float, float]]:
         for number, pair in sorted(seconds.items())
         if len(pair) == 2 and pair["baseline"] > 0
     ]
+
+
+def _rounds(rounds: list) -> str:
+    return f"{len(rounds)} round{'' if len(rounds) == 1 else 's'}"
 
 
 def _pct(value: float | None) -> str:
@@ -437,14 +466,14 @@ def table(root: Path, epochs: int | None = None) -> str:
         lines.append(f"| {long_runs} | {ratio:.3f} | {span} | {met} |")
     else:
         lines.append(f"| {long_runs} | n/a | {span} | - |")
-    paired = paired_rounds(root)
-    ratios = [lib / base for _, lib, base in paired]
-    rounds = f"{len(ratios)} round{'' if len(ratios) == 1 else 's'}"
-    if ratios:
-        ratio = statistics.median(ratios)
+    paired = {name: paired_rounds(root, name) for name in ALLOCATORS}
+    paired = {name: rounds for name, rounds in paired.items() if rounds}
+    for name, rounds in paired.items():
+        ratio = statistics.median(lib / base for _, lib, base in rounds)
         met = "yes" if abs(ratio - 1) <= TIME_TARGET else "no"
         lines.append(
-            f"| paired seconds per epoch, library / baseline (median of {rounds}) "
+            f"| paired seconds per epoch, library / baseline (median of {_rounds(rounds)}"
+            f"{'' if name == 'system' else f', --allocator {name}'}) "
             f"| {ratio:.3f} | {span} | {met} |"
         )
     loads = load_figures(root)
@@ -459,28 +488,34 @@ def table(root: Path, epochs: int | None = None) -> str:
             lines.append(f"| during {part} | {low:.2f} | {mid:.2f} | {high:.2f} | {count} |")
         else:
             lines.append(f"| during {part} | n/a | n/a | n/a | 0 |")
-    if ratios:
+    if paired:
         lines += [
             "",
             "## Paired short runs",
             "",
             "One epoch of each side on the first --timing-subset training images, one run at "
             "a time (`--only timing`), in alternating order.",
+        ]
+    for name, rounds in paired.items():
+        ratios = [lib / base for _, lib, base in rounds]
+        lines += [
+            "",
+            f"### `--allocator {name}`",
             "",
             "| round | library s | baseline s | library / baseline |",
             "|---|---|---|---|",
         ]
         lines += [
             f"| {number} | {lib:.2f} | {base:.2f} | {lib / base:.3f} |"
-            for number, lib, base in paired
+            for number, lib, base in rounds
         ]
-        lines.append(f"| median of {rounds} | | | {statistics.median(ratios):.3f} |")
+        lines.append(f"| median of {_rounds(rounds)} | | | {statistics.median(ratios):.3f} |")
     lines += [
         "",
         "The library evaluates the test set once, after its last epoch (so it has no best "
         "test accuracy); the baseline after every epoch. Seconds are training time only.",
     ]
-    if ratios:
+    if paired:
         lines.append(
             "The paired short runs ran one at a time, alternating which side went first "
             "from round to round, so both sides saw the same machine: they are the speed "
@@ -565,15 +600,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=6400,
         help="--only timing: first N training images of each short run (>= --batch-size)",
     )
+    add(
+        "--allocator",
+        choices=tuple(ALLOCATORS),
+        default="system",
+        help="glibc malloc's settings for both sides: the system's, or 'retain' (sets "
+        + ", ".join(f"{key}={value}" for key, value in ALLOCATORS["retain"].items())
+        + ": freed memory is kept for the next batch instead of returned and faulted in again)",
+    )
     return parser.parse_args(argv)
 
 
 def check_settings(args: argparse.Namespace, root: Path) -> None:
     """Record the recipe in ``settings.json``, or refuse one that differs from the recorded."""
-    wanted = {key: getattr(args, key) for key in (*RECIPE, "threads", "device")}
+    wanted = {key: getattr(args, key) for key in (*RECIPE, "threads", "device", "allocator")}
     path = root / SETTINGS
     stored = read_json(path)
     if isinstance(stored, dict):
+        stored.setdefault("allocator", "system")  # a comparison begun before --allocator
         changed = [
             f"--{key.replace('_', '-')} {stored.get(key)} -> {wanted[key]}"
             for key in wanted

@@ -314,7 +314,8 @@ def test_driver_paired_short_runs_end_to_end(data_dir, tmp_path):
         (2, "library"),
     ]
     for record in records:
-        assert set(record) == {"round", "part", "seconds", "images_per_s", "load1", "time"}
+        keys = {"round", "part", "seconds", "images_per_s", "load1", "allocator", "time"}
+        assert set(record) == keys and record["allocator"] == "system"
         assert record["seconds"] >= 0 and record["images_per_s"] > 0
     assert not (root / "settings.json").exists()
     for part in ("library", "baseline"):
@@ -378,3 +379,58 @@ def test_driver_paired_rounds_continue_and_a_failed_run_stops_them(tmp_path, mon
         assert command[command.index("--epochs") + 1] == "1"
         assert command[command.index("--subset") + 1] == "6400"
     assert "--no-progress" in calls[1][2]
+
+
+def test_driver_allocator_reaches_both_sides_and_the_table_keeps_it_apart(tmp_path, monkeypatch):
+    root = tmp_path / "parity"
+    root.mkdir()
+    system = [  # a complete round recorded before --allocator existed: the system's
+        {"round": 1, "part": "library", "seconds": 10.4},
+        {"round": 1, "part": "baseline", "seconds": 10.0},
+    ]
+    (root / "timing.jsonl").write_text("".join(json.dumps(r) + "\n" for r in system))
+    for key in parity.ALLOCATORS["retain"]:
+        monkeypatch.delenv(key, raising=False)
+    envs = []
+
+    def forward(command, env, label, on_line=None):  # a run: one log record, no subprocess
+        out = Path(command[command.index("--out") + 1])
+        envs.append(env)
+        out.mkdir(parents=True, exist_ok=True)
+        seconds = 2.2 if out.name == "library" else 2.0
+        (out / "log.jsonl").write_text(json.dumps({"epoch": 1, "seconds": seconds}) + "\n")
+        return 0
+
+    monkeypatch.setattr(parity, "forward", forward)
+    common = ["--out", str(root), "--only", "timing", "--rounds", "1"]
+    args = parity.parse_args([*common, "--allocator", "retain"])
+    args.data_dir = str(tmp_path)
+    assert parity.run_timing(args) == 0
+    assert len(envs) == 2
+    for env in envs:
+        assert env.items() >= parity.ALLOCATORS["retain"].items()
+    plain = parity.part_env(parity.parse_args(common), "baseline")
+    assert not plain.keys() & parity.ALLOCATORS["retain"].keys()
+    records = [json.loads(line) for line in (root / "timing.jsonl").read_text().splitlines()]
+    assert [r.get("allocator") for r in records] == [None, None, "retain", "retain"]
+
+    text = parity.table(root)
+    rows = {line.split("|")[1].strip(): line for line in text.splitlines() if line.startswith("|")}
+    cells = {key: [c.strip() for c in row.split("|")[2:-1]] for key, row in rows.items()}
+    name = "paired seconds per epoch, library / baseline (median of 1 round"
+    assert cells[name + ")"][0] == f"{10.4 / 10.0:.3f}"
+    assert cells[name + ", --allocator retain)"][0] == f"{2.2 / 2.0:.3f}"
+    assert cells["1"] == ["10.40", "10.00", f"{10.4 / 10.0:.3f}"]
+    assert cells["2"] == ["2.20", "2.00", f"{2.2 / 2.0:.3f}"]
+    assert "### `--allocator system`" in text and "### `--allocator retain`" in text
+
+
+def test_driver_long_runs_refuse_another_allocator_than_recorded(tmp_path):
+    root = tmp_path / "parity"
+    root.mkdir()
+    args = parity.parse_args(["--out", str(root), "--allocator", "retain"])
+    old = {key: getattr(args, key) for key in (*parity.RECIPE, "threads", "device")}
+    (root / "settings.json").write_text(json.dumps(old))  # begun before --allocator: system
+    with pytest.raises(parity.UsageError, match="--allocator system -> retain"):
+        parity.check_settings(args, root)
+    parity.check_settings(parity.parse_args(["--out", str(root)]), root)
