@@ -76,9 +76,10 @@ system's settings, the memory of every batch's activations is returned to the
 system and faulted back in, page by page, by the next batch: a cost that
 changes with the order in which a program allocates and frees and with the
 state of the machine, and that moves a one-epoch time by several per cent
-from run to run. With ``retain`` that cost is gone for both sides alike. These runs need no matching
-``settings.json`` and write nothing there; a failed run stops the
-measurement, and the rounds recorded before it are kept.
+from run to run. With ``retain`` that cost is gone for both sides alike.
+
+The paired runs need no matching ``settings.json`` and write nothing there; a
+failed run stops the measurement, and the rounds recorded before it are kept.
 
 Interrupted? Run the same command again. A side whose ``results.json``
 records all its epochs is skipped; one with a folder is continued with
@@ -386,16 +387,12 @@ def load_figures(root: Path) -> dict[str, tuple[float, float, float, int]]:
     }
 
 
-def _allocator(record: dict) -> str:
-    return record.get("allocator", "system")  # rounds recorded before --allocator existed
-
-
 def paired_rounds(root: Path, allocator: str = "system") -> list[tuple[int, float, float]]:
     """The complete rounds of ``OUT/timing.jsonl`` measured with ``allocator``: round,
     library and baseline seconds."""
     seconds: dict[int, dict[str, float]] = {}
     for record in timing_records(root):
-        if _allocator(record) != allocator:
+        if record.get("allocator", "system") != allocator:  # none: before --allocator existed
             continue
         number, part, value = record.get("round"), record.get("part"), record.get("seconds")
         if isinstance(number, int) and part in PARTS and isinstance(value, (int, float)):
